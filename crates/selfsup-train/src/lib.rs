@@ -1,0 +1,24 @@
+//! Training for selfsup: the [`Method`] trait with one file per method recipe, the
+//! [`Trainer`], optimizers (SGD with momentum, LARS, AdamW), warmup + cosine schedules,
+//! atomic checkpoints with bit-exact resume, `metrics.jsonl`, progress bars, encoder
+//! export, and evaluation on frozen features (kNN and a linear probe).
+//!
+//! Features: `cuda` and `metal` forward to candle and the crates below.
+pub mod checkpoint;
+pub mod config;
+mod error;
+pub mod eval;
+pub mod export;
+pub mod method;
+pub mod methods;
+pub mod metrics;
+pub mod optim;
+pub mod progress;
+pub mod schedule;
+mod trainer;
+
+pub use config::{OptimizerKind, TrainConfig};
+pub use error::{Result, TrainError};
+pub use eval::{evaluate, EvalReport};
+pub use method::Method;
+pub use trainer::{TrainOutcome, Trainer};

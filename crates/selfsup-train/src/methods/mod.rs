@@ -1,0 +1,35 @@
+//! One file per method recipe, and [`build_method`] to choose one by name.
+mod simclr;
+
+pub use simclr::SimClr;
+
+use crate::config::TrainConfig;
+use crate::method::Method;
+use crate::{Result, TrainError};
+use candle_nn::VarBuilder;
+
+/// Names accepted by `--method`.
+pub const METHODS: &[&str] = &["simclr"];
+
+/// What a method needs to know about the data to build itself.
+#[derive(Clone, Copy, Debug)]
+pub struct DataShape {
+    /// Image channels.
+    pub channels: usize,
+    /// Image height and width.
+    pub size: usize,
+}
+
+/// Builds the method that `cfg.method` names, with its variables in `vb`.
+///
+/// # Errors
+/// A [`TrainError::Config`] for an unknown method or settings the method cannot use.
+pub fn build_method(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Box<dyn Method>> {
+    match cfg.method.as_str() {
+        "simclr" => Ok(Box::new(SimClr::new(cfg, data, vb)?)),
+        other => Err(TrainError::config(
+            "method",
+            format!("unknown method {other:?}; available: {}", METHODS.join(", ")),
+        )),
+    }
+}

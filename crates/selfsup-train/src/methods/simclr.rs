@@ -1,0 +1,78 @@
+//! SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+//! Representations"): two augmented views per image, a projection head, and NT-Xent.
+use super::DataShape;
+use crate::config::TrainConfig;
+use crate::method::{Method, ENCODER_PREFIX};
+use crate::{Result, TrainError};
+use candle_core::Tensor;
+use candle_nn::{ModuleT, VarBuilder};
+use selfsup_contrastive::{nt_xent, ProjectionHead};
+use selfsup_data::{Batch, ColorJitter, SimclrViews, ViewRecipe};
+use selfsup_encoders::{Encoder, EncoderKind};
+use std::sync::Arc;
+
+/// SimCLR: encoder → projection head → NT-Xent between the two views of each image.
+pub struct SimClr {
+    encoder: Box<dyn Encoder>,
+    head: ProjectionHead,
+    views: Arc<SimclrViews>,
+    temperature: f64,
+}
+
+impl SimClr {
+    /// Builds the encoder that `cfg.encoder` names under `encoder.` and the head under `head.`.
+    ///
+    /// # Errors
+    /// For an unknown encoder or a batch too small to hold negatives.
+    pub fn new(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Self> {
+        if cfg.batch_size < 2 {
+            return Err(TrainError::config(
+                "batch-size",
+                format!("SimCLR needs at least 2 images per batch for negatives, got {}", cfg.batch_size),
+            ));
+        }
+        let kind = encoder_kind(cfg)?;
+        let encoder = kind.build(data.channels, vb.pp(ENCODER_PREFIX))?;
+        let dim = encoder.feature_dim();
+        let head = ProjectionHead::new(dim, dim, cfg.projection_dim, vb.pp("head"))?;
+        let mut views = SimclrViews::for_size(data.size);
+        views.crop_scale = (cfg.crop_min_scale, 1.0);
+        views.jitter_p = cfg.jitter_p;
+        views.jitter = ColorJitter::new(cfg.jitter, cfg.jitter, cfg.jitter, (cfg.jitter * 0.25).min(0.5));
+        Ok(Self { encoder, head, views: Arc::new(views), temperature: cfg.temperature })
+    }
+
+    fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.head.forward_t(&self.encoder.forward_t(x, true)?, true)
+    }
+}
+
+/// Parses `cfg.encoder`, applying `cfg.width` to the small-cnn.
+pub(crate) fn encoder_kind(cfg: &TrainConfig) -> Result<EncoderKind> {
+    let kind: EncoderKind = cfg.encoder.parse().map_err(|e| TrainError::config("encoder", format!("{e}")))?;
+    Ok(kind.with_width(cfg.width))
+}
+
+impl Method for SimClr {
+    fn name(&self) -> &'static str {
+        "simclr"
+    }
+
+    fn views(&self) -> Arc<dyn ViewRecipe> {
+        self.views.clone()
+    }
+
+    fn loss(&mut self, batch: &Batch) -> candle_core::Result<Tensor> {
+        let [v0, v1] = batch.views.as_slice() else {
+            candle_core::bail!("SimCLR expects 2 views per image, got {}", batch.views.len())
+        };
+        // Both views go through the encoder as one batch, so BN sees 2N images as in the paper.
+        let n = v0.dim(0)?;
+        let z = self.project(&Tensor::cat(&[v0, v1], 0)?)?;
+        nt_xent(&z.narrow(0, 0, n)?, &z.narrow(0, n, n)?, self.temperature)
+    }
+
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+}

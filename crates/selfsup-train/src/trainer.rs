@@ -1,0 +1,220 @@
+//! The [`Trainer`]: runs a [`Method`] over a dataset with checkpoints, metrics and progress.
+use crate::checkpoint::{
+    latest_checkpoint, load_checkpoint, load_into_varmap, save_checkpoint, varmap_tensors, Checkpoint, CheckpointState,
+};
+use crate::config::TrainConfig;
+use crate::method::Method;
+use crate::methods::{build_method, DataShape};
+use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::optim::{build_optimizer, clip_grad_norm, trainable_params, Optimizer, Param};
+use crate::progress::progress_bar;
+use crate::schedule::WarmupCosine;
+use crate::{Result, TrainError};
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use selfsup_data::{Dataset, Loader};
+use selfsup_encoders::{seeded_var_builder, Encoder};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a finished (or resumed-and-finished) run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainOutcome {
+    /// Optimizer steps completed in total.
+    pub steps: usize,
+    /// Steps per epoch.
+    pub steps_per_epoch: usize,
+    /// Loss of the last step run in this process, if any ran.
+    pub final_loss: Option<f32>,
+    /// Wall-clock training seconds, summed over resumed segments.
+    pub train_seconds: f64,
+}
+
+/// Owns one pretraining run: data, model variables, method, optimizer and progress.
+pub struct Trainer {
+    cfg: TrainConfig,
+    run_dir: PathBuf,
+    device: Device,
+    train_set: Arc<Dataset>,
+    varmap: VarMap,
+    method: Box<dyn Method>,
+    params: Vec<Param>,
+    optimizer: Box<dyn Optimizer>,
+    step: usize,
+    train_seconds: f64,
+}
+
+impl Trainer {
+    /// Validates `cfg`, loads the training split and builds the model with seeded weights.
+    ///
+    /// # Errors
+    /// A one-line error naming the bad setting or data file.
+    pub fn new(cfg: TrainConfig, run_dir: &Path, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let train_set = selfsup_data::load(&cfg.dataset, selfsup_data::Split::Train, cfg.data_dir.as_deref())?;
+        if train_set.len() < cfg.batch_size {
+            return Err(TrainError::config(
+                "batch-size",
+                format!("{} is larger than the {} training images", cfg.batch_size, train_set.len()),
+            ));
+        }
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
+        let shape = DataShape { channels: train_set.channels, size: train_set.height };
+        let method = build_method(&cfg, shape, vb)?;
+        let params = trainable_params(&varmap, &[]);
+        let optimizer = build_optimizer(&cfg, params.clone())?;
+        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        Ok(Self {
+            cfg,
+            run_dir: run_dir.to_path_buf(),
+            device: device.clone(),
+            train_set: Arc::new(train_set),
+            varmap,
+            method,
+            params,
+            optimizer,
+            step: 0,
+            train_seconds: 0.0,
+        })
+    }
+
+    /// Continues from the run's latest checkpoint, if there is one; returns its step.
+    ///
+    /// # Errors
+    /// If the checkpoint is unreadable, does not fit the model, or was made with other settings.
+    pub fn resume(&mut self) -> Result<Option<usize>> {
+        let Some(dir) = latest_checkpoint(&self.run_dir)? else { return Ok(None) };
+        let ckpt = load_checkpoint(&dir, &self.device)?;
+        if let Some(setting) = first_difference(&ckpt.state.config, &self.cfg) {
+            return Err(TrainError::Checkpoint {
+                path: dir,
+                msg: format!("was made with a different `{setting}`; resume with the run's own settings"),
+            });
+        }
+        load_into_varmap(&self.varmap, &ckpt.model, &dir.join("model.safetensors"))?;
+        let bad = |msg: String, file: &str| TrainError::Checkpoint { path: dir.join(file), msg };
+        self.optimizer.load_state(&ckpt.optimizer).map_err(|e| bad(e.to_string(), "optimizer.safetensors"))?;
+        self.method.load_state(&ckpt.method).map_err(|e| bad(e.to_string(), "method.safetensors"))?;
+        self.step = ckpt.state.step;
+        self.train_seconds = ckpt.state.train_seconds;
+        Ok(Some(self.step))
+    }
+
+    /// The encoder being trained.
+    pub fn encoder(&self) -> &dyn Encoder {
+        self.method.encoder()
+    }
+
+    /// All model variables (encoder under `encoder.`, heads under their own prefixes).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The training split.
+    pub fn train_set(&self) -> &Dataset {
+        &self.train_set
+    }
+
+    /// Steps completed so far.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    fn checkpoint(&self) -> Result<PathBuf> {
+        save_checkpoint(
+            &self.run_dir,
+            &Checkpoint {
+                state: CheckpointState { step: self.step, config: self.cfg.clone(), train_seconds: self.train_seconds },
+                model: varmap_tensors(&self.varmap),
+                optimizer: self.optimizer.state().into_iter().collect(),
+                method: self.method.state().into_iter().collect(),
+            },
+        )
+    }
+
+    /// Trains until `epochs` or `max_steps`, whichever comes first, writing
+    /// `metrics.jsonl` and a checkpoint every `checkpoint_every` steps and at the end.
+    ///
+    /// # Errors
+    /// On a non-finite loss (the last good checkpoint stays), or I/O and tensor errors.
+    pub fn run(&mut self) -> Result<TrainOutcome> {
+        self.run_until(usize::MAX)
+    }
+
+    /// Like [`Trainer::run`], but returns after step `stop` as if the process had been
+    /// interrupted there (no extra checkpoint is written). Used to test resumption.
+    ///
+    /// # Errors
+    /// As [`Trainer::run`].
+    pub fn run_until(&mut self, stop: usize) -> Result<TrainOutcome> {
+        let cfg = self.cfg.clone();
+        let loader = Loader::new(self.train_set.clone(), self.method.views(), cfg.batch_size, cfg.seed)?;
+        let per_epoch = loader.batches_per_epoch();
+        let total = (cfg.epochs * per_epoch).min(cfg.max_steps.unwrap_or(usize::MAX));
+        let schedule = WarmupCosine {
+            base_lr: cfg.lr,
+            warmup_steps: (cfg.warmup_epochs * per_epoch as f64).round() as usize,
+            total_steps: total,
+            final_fraction: 0.0,
+        };
+        let mut metrics = MetricsWriter::open(&self.run_dir.join("metrics.jsonl"), self.step)?;
+        let bar = progress_bar(total as u64, &format!("{} on {}", self.method.name(), cfg.dataset));
+        bar.set_position(self.step as u64);
+        let mut final_loss = None;
+        let mut last = Instant::now();
+        while self.step < total.min(stop) {
+            let epoch = self.step / per_epoch;
+            for batch in loader.epoch(epoch, self.step % per_epoch, &self.device) {
+                let batch = batch?;
+                let lr = schedule.lr(self.step);
+                let loss = self.method.loss(&batch)?;
+                let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                if !value.is_finite() {
+                    let hint = latest_checkpoint(&self.run_dir)?.map(|p| p.display().to_string());
+                    return Err(TrainError::NonFinite { step: self.step + 1, loss: value, hint });
+                }
+                let mut grads = loss.backward()?;
+                if let Some(max_norm) = cfg.grad_clip {
+                    clip_grad_norm(&self.params, &mut grads, max_norm)?;
+                }
+                self.optimizer.step(&grads, lr)?;
+                self.method.after_step(&batch)?;
+                self.step += 1;
+                final_loss = Some(value);
+                let seconds = last.elapsed().as_secs_f64();
+                last = Instant::now();
+                self.train_seconds += seconds;
+                let images_per_s = batch.indices.len() as f64 / seconds.max(1e-9);
+                metrics.write(&StepMetrics { step: self.step, epoch, loss: value, lr, images_per_s })?;
+                bar.set_position(self.step as u64);
+                bar.set_message(format!("epoch {} loss {value:.4} lr {lr:.4} {images_per_s:.0} img/s", epoch + 1));
+                if self.step % cfg.checkpoint_every == 0 || self.step == total {
+                    self.checkpoint()?;
+                }
+                if self.step >= total || self.step >= stop {
+                    break;
+                }
+            }
+            if bar.is_hidden() && self.step < total.min(stop) {
+                eprintln!("{}: step {}/{total}, loss {:.4}", self.method.name(), self.step, final_loss.unwrap_or(f32::NAN));
+            }
+        }
+        bar.finish_and_clear();
+        if final_loss.is_none() && latest_checkpoint(&self.run_dir)?.is_none() {
+            self.checkpoint()?;
+        }
+        Ok(TrainOutcome { steps: self.step, steps_per_epoch: per_epoch, final_loss, train_seconds: self.train_seconds })
+    }
+}
+
+/// The first setting (other than where data or checkpoints go) that differs between two configs.
+fn first_difference(saved: &TrainConfig, now: &TrainConfig) -> Option<String> {
+    let (a, b) = (serde_json::to_value(saved).ok()?, serde_json::to_value(now).ok()?);
+    let (a, b) = (a.as_object()?, b.as_object()?);
+    a.iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "data_dir" | "checkpoint_every"))
+        .find(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.replace('_', "-"))
+}

@@ -1,0 +1,17 @@
+//! selfsup: self-supervised representation learning on candle.
+//!
+//! This facade only re-exports the layered crates:
+//! - [`data`]: datasets, augmentations, view recipes, the seeded loader ([`selfsup_data`]).
+//! - [`encoders`]: SmallCnn and ResNet backbones with seeded init ([`selfsup_encoders`]).
+//! - [`contrastive`]: NT-Xent, InfoNCE, projection heads ([`selfsup_contrastive`]).
+//! - [`train`]: methods, trainer, optimizers, checkpoints, evaluation ([`selfsup_train`]).
+//!
+//! Features: `cuda` and `metal` forward to every crate; `hub` adds candle-datasets' hub loaders.
+//!
+//! The README follows; its Rust example is compiled as a doctest.
+#![doc = include_str!("../../../README.md")]
+
+pub use selfsup_contrastive as contrastive;
+pub use selfsup_data as data;
+pub use selfsup_encoders as encoders;
+pub use selfsup_train as train;

@@ -1,0 +1,124 @@
+//! End-to-end tests of the `xtask` binary: bad input gives one clean line and a non-zero exit.
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env_remove("SELFSUP_DATA").output().unwrap()
+}
+
+/// Asserts a failed run with exactly one line on stderr containing every `needle`, and no panic.
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{:?} does not mention {n:?}", lines[0]);
+    }
+}
+
+fn gz(path: &Path, bytes: &[u8]) {
+    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap();
+}
+
+fn idx_images(magic: u32, n: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [magic, n, 28, 28] {
+        v.extend(x.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(7u8, (n * 28 * 28) as usize));
+    v
+}
+
+fn idx_labels(n: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [2049u32, n] {
+        v.extend(x.to_be_bytes());
+    }
+    v.extend((0..n).map(|i| (i % 10) as u8));
+    v
+}
+
+/// A fake MNIST folder; `images` and `labels` are the raw IDX bytes of the train split.
+fn mnist_dir(images: &[u8], labels: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    gz(&dir.path().join("train-images-idx3-ubyte.gz"), images);
+    gz(&dir.path().join("train-labels-idx1-ubyte.gz"), labels);
+    dir
+}
+
+fn pretrain_on(dir: &Path) -> Output {
+    let out = dir.join("run");
+    xtask(&["pretrain", "--dataset", "mnist", "--data-dir", dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--max-steps", "1", "--batch-size", "4", "--no-eval"])
+}
+
+#[test]
+fn truncated_gz_is_named() {
+    let dir = mnist_dir(&idx_images(2051, 8), &idx_labels(8));
+    let path = dir.path().join("train-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&pretrain_on(dir.path()), &["train-images-idx3-ubyte.gz"]);
+}
+
+#[test]
+fn wrong_magic_is_named() {
+    let dir = mnist_dir(&idx_images(1234, 8), &idx_labels(8));
+    assert_clean_error(&pretrain_on(dir.path()), &["train-images-idx3-ubyte.gz", "magic"]);
+}
+
+#[test]
+fn label_count_mismatch_is_named() {
+    let dir = mnist_dir(&idx_images(2051, 8), &idx_labels(7));
+    assert_clean_error(&pretrain_on(dir.path()), &["train-labels-idx1-ubyte.gz", "8", "7"]);
+}
+
+#[test]
+fn missing_data_folder_lists_what_was_tried() {
+    let missing = tempfile::tempdir().unwrap().path().join("nowhere");
+    let out = xtask(&["pretrain", "--dataset", "mnist", "--data-dir", missing.to_str().unwrap(), "--no-eval"]);
+    assert_clean_error(&out, &["nowhere", "/usr/share/datasets/mnist", "xtask download"]);
+}
+
+#[test]
+fn batch_of_one_for_simclr_is_refused() {
+    let dir = mnist_dir(&idx_images(2051, 8), &idx_labels(8));
+    let out = dir.path().join("run");
+    let out = xtask(&["pretrain", "--dataset", "mnist", "--data-dir", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch-size", "1"]);
+    assert_clean_error(&out, &["batch-size", "at least 2"]);
+}
+
+#[test]
+fn negative_learning_rate_is_refused() {
+    assert_clean_error(&xtask(&["pretrain", "--lr", "-0.1"]), &["`lr`", "-0.1"]);
+}
+
+#[test]
+fn unknown_method_and_encoder_are_named() {
+    assert_clean_error(&xtask(&["pretrain", "--method", "byol2"]), &["method", "byol2", "simclr"]);
+    let dir = mnist_dir(&idx_images(2051, 8), &idx_labels(8));
+    let out = dir.path().join("run");
+    let out = xtask(&["pretrain", "--dataset", "mnist", "--data-dir", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--encoder", "vgg"]);
+    assert_clean_error(&out, &["encoder", "vgg"]);
+}
+
+#[test]
+fn tiny_run_writes_a_complete_run_folder_and_refuses_to_overwrite_it() {
+    let dir = mnist_dir(&idx_images(2051, 16), &idx_labels(16));
+    let run = dir.path().join("run");
+    let args = ["pretrain", "--dataset", "mnist", "--data-dir", dir.path().to_str().unwrap(), "--out", run.to_str().unwrap(), "--max-steps", "2", "--batch-size", "8", "--width", "4", "--no-eval"];
+    let out = xtask(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["config.toml", "metrics.jsonl", "encoder.safetensors", "checkpoints/latest"] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    assert!(metrics.contains("\"images_per_s\""));
+    assert_clean_error(&xtask(&args), &["--resume"]);
+}

@@ -1,0 +1,144 @@
+//! `cargo xtask bench`: SimCLR train-step and augmentation throughput, with the
+//! PyTorch reference (`xtask/bench/pytorch_simclr_step.py`) run side by side when
+//! `python3 -c 'import torch'` works. Results go to `target/bench/*.json`.
+use crate::cli::BenchArgs;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use selfsup::data::{Batch, Image, Rng, SimclrViews, ViewRecipe};
+use selfsup::encoders::seeded_var_builder;
+use selfsup::train::methods::{build_method, DataShape};
+use selfsup::train::optim::{build_optimizer, trainable_params};
+use selfsup::train::TrainConfig;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(serde::Serialize)]
+struct StepResult {
+    model: String,
+    batch: usize,
+    threads: usize,
+    seconds_per_step: f64,
+    images_per_s: f64,
+    pytorch_images_per_s: Option<f64>,
+    ratio_to_pytorch: Option<f64>,
+}
+
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Seconds per SimCLR step (forward, loss, backward, SGD update) on random input.
+fn candle_step_seconds(encoder: &str, channels: usize, size: usize, batch: usize, steps: usize) -> Result<f64> {
+    let device = Device::Cpu;
+    let cfg = TrainConfig { encoder: encoder.into(), batch_size: batch, ..Default::default() };
+    let varmap = VarMap::new();
+    let mut method = build_method(&cfg, DataShape { channels, size }, seeded_var_builder(&varmap, 0, DType::F32, &device))?;
+    let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[]))?;
+    let view = || Tensor::randn(0f32, 1.0, (batch, channels, size, size), &device);
+    let batch = Batch { views: vec![view()?, view()?], labels: None, indices: (0..batch).collect() };
+    let mut step = || -> Result<()> {
+        let loss = method.loss(&batch)?;
+        opt.step(&loss.backward()?, cfg.lr)?;
+        Ok(())
+    };
+    step()?; // warm-up
+    let t = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / steps as f64)
+}
+
+fn torch_available() -> bool {
+    Command::new("python3").args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Images/s of the PyTorch reference for the same model, batch and thread count.
+fn pytorch_images_per_s(model: &str, batch: usize, steps: usize) -> Result<f64> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_simclr_step.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--model", model, "--batch", &batch.to_string(), "--steps", &steps.to_string()])
+        .args(["--threads", &threads().to_string()])
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("{}", err.lines().last().unwrap_or("failed"));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v["images_per_s"].as_f64().context("no images_per_s in the reference's output")
+}
+
+/// Images/s of the SimCLR view recipe (two views per image) over 28x28 grayscale images.
+fn augmentation_images_per_s() -> Result<f64> {
+    use rayon::prelude::*;
+    let n = 8192;
+    let mut rng = Rng::new(0);
+    let images: Vec<Image> = (0..64)
+        .map(|_| Image { channels: 1, height: 28, width: 28, data: (0..784).map(|_| rng.f32()).collect() })
+        .collect();
+    let recipe = SimclrViews::for_size(28);
+    let t = Instant::now();
+    let views: usize = (0..n)
+        .into_par_iter()
+        .map(|i| recipe.views(&images[i % images.len()], &mut Rng::derive(0, &[i as u64])).len())
+        .sum();
+    anyhow::ensure!(views == 2 * n, "the recipe made {views} views for {n} images");
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let compare = match args.compare.as_str() {
+        "pytorch" => torch_available(),
+        "none" => false,
+        other => anyhow::bail!("invalid setting `compare`: {other:?}; expected pytorch or none"),
+    };
+    if args.compare == "pytorch" && !compare {
+        eprintln!("python3 cannot import torch: the PyTorch side is skipped");
+    }
+    let mut models = vec![("small-cnn", 1, 28, 256)];
+    if !args.quick {
+        models.push(("resnet18-cifar", 3, 32, 128));
+    }
+    let mut results = Vec::new();
+    println!("| SimCLR step | batch | threads | selfsup img/s | PyTorch img/s | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for (model, channels, size, batch) in models {
+        let s = candle_step_seconds(model, channels, size, batch, args.steps)?;
+        let ours = batch as f64 / s;
+        let theirs = if compare {
+            pytorch_images_per_s(model, batch, args.steps)
+                .map_err(|e| eprintln!("PyTorch reference for {model} failed: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        let ratio = theirs.map(|t| ours / t);
+        let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+        println!("| {model} | {batch} | {} | {ours:.1} | {} | {} |", threads(), fmt(theirs, 1), fmt(ratio, 2));
+        results.push(StepResult {
+            model: model.into(),
+            batch,
+            threads: threads(),
+            seconds_per_step: s,
+            images_per_s: ours,
+            pytorch_images_per_s: theirs,
+            ratio_to_pytorch: ratio,
+        });
+    }
+    let aug = augmentation_images_per_s()?;
+    println!("\nSimCLR augmentation (2 views, 28x28): {aug:.0} images/s on {} threads", threads());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let json = serde_json::json!({ "train_step": results, "augmentation_images_per_s": aug, "threads": threads() });
+    let path = dir.join("bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("written to {}", path.display());
+    Ok(())
+}

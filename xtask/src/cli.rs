@@ -1,0 +1,156 @@
+//! Command-line arguments.
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// selfsup: self-supervised learning on candle.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pretrain an encoder, evaluate it on frozen features and export it.
+    Pretrain(PretrainArgs),
+    /// Evaluate a run (or a random-init encoder) with kNN and a linear probe.
+    Eval(EvalArgs),
+    /// Download a dataset from its official source, verifying SHA-256.
+    Download(DownloadArgs),
+    /// Measure training-step and augmentation throughput, side by side with PyTorch.
+    Bench(BenchArgs),
+}
+
+/// Settings of a run. Each flag overrides `--config`, which overrides the defaults.
+#[derive(Args, Debug, Default)]
+pub struct PretrainArgs {
+    /// Method: simclr.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Dataset: fashion-mnist, mnist, cifar10, cifar100 or folder:PATH.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Folder holding the dataset, tried before $SELFSUP_DATA, ./data and /usr/share/datasets.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Encoder: small-cnn, resnet18-cifar, resnet18, resnet50-cifar, resnet50.
+    #[arg(long)]
+    pub encoder: Option<String>,
+    /// Base width of the small-cnn.
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Passes over the training split.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many steps (the schedule is fitted to them).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Images per batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Optimizer: sgd, lars or adamw.
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Peak learning rate.
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Weight decay (never on BN parameters or biases).
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f64>,
+    /// Linear warmup, in epochs.
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Clip the global gradient norm.
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Softmax temperature of contrastive losses.
+    #[arg(long, allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
+    /// Seed of every random choice.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Checkpoint every this many steps.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// cpu, cuda or metal (needs the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run folder (default: runs/<method>-<dataset>-<encoder>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// TOML file of settings (keys as in the run folder's config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Skip the evaluation at the end.
+    #[arg(long)]
+    pub no_eval: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run folder written by `pretrain`.
+    #[arg(long, conflicts_with = "random_init")]
+    pub checkpoint: Option<PathBuf>,
+    /// Evaluate a randomly initialised encoder (the baseline) instead.
+    #[arg(long)]
+    pub random_init: bool,
+    /// Encoder for --random-init.
+    #[arg(long, default_value = "small-cnn")]
+    pub encoder: String,
+    /// Base width of the small-cnn for --random-init.
+    #[arg(long, default_value_t = 32)]
+    pub width: usize,
+    /// Dataset for --random-init.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: String,
+    /// Folder holding the dataset.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seed of the random init and the probe.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Where eval.json goes (default: the checkpoint's run folder, or runs/random-init-<encoder>-<dataset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// fashion-mnist, mnist, cifar10 or cifar100.
+    pub dataset: String,
+    /// Root folder (default ./data); the dataset lands in <root>/<dataset>.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Timed steps per model.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Side-by-side reference: `pytorch` (run when torch is importable) or `none`.
+    #[arg(long, default_value = "pytorch")]
+    pub compare: String,
+    /// Only the small-cnn step (skip resnet18-cifar).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// Parses `--device`.
+pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    Ok(match name {
+        "cpu" => candle_core::Device::Cpu,
+        "cuda" => candle_core::Device::new_cuda(0)
+            .map_err(|e| anyhow::anyhow!("--device cuda: {e} (build with --features cuda)"))?,
+        "metal" => candle_core::Device::new_metal(0)
+            .map_err(|e| anyhow::anyhow!("--device metal: {e} (build with --features metal)"))?,
+        other => anyhow::bail!("invalid setting `device`: {other:?}; expected cpu, cuda or metal"),
+    })
+}

@@ -1,0 +1,34 @@
+//! `cargo xtask`: the selfsup command line.
+//!
+//! - `pretrain`: pretrain an encoder with a self-supervised method, evaluate and export it.
+//! - `eval`: kNN and linear-probe evaluation of a run, or of a random-init baseline.
+//! - `download`: fetch a dataset from its official source, verifying SHA-256.
+//! - `bench`: training and augmentation throughput, side by side with PyTorch.
+mod bench;
+mod cli;
+mod eval_cmd;
+mod pretrain;
+mod report;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Pretrain(args) => pretrain::run(args),
+        cli::Command::Eval(args) => eval_cmd::run(args),
+        cli::Command::Download(args) => download(args),
+        cli::Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn download(args: cli::DownloadArgs) -> anyhow::Result<()> {
+    let root = args.data_dir.unwrap_or_else(|| std::path::PathBuf::from("data"));
+    let dir = selfsup::data::download_dataset(&args.dataset, &root)?;
+    println!("{} is in {}", args.dataset, dir.display());
+    Ok(())
+}

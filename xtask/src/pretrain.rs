@@ -1,0 +1,88 @@
+//! `cargo xtask pretrain`.
+use crate::cli::{device, PretrainArgs};
+use crate::report::{print_summary, EvalFile};
+use anyhow::{bail, Context, Result};
+use selfsup::train::{checkpoint, export::export_encoder, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+
+/// Defaults, then `--config`, then the flags given.
+pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
+            toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("--config {}: {}", path.display(), e.to_string().replace('\n', " "))
+            })?
+        }
+        None => TrainConfig::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = &args.$field { cfg.$field = v.clone().into(); })* };
+    }
+    set!(method, dataset, encoder, width, epochs, batch_size, lr, weight_decay, warmup_epochs, temperature, seed, checkpoint_every);
+    if args.data_dir.is_some() {
+        cfg.data_dir = args.data_dir.clone();
+    }
+    if args.max_steps.is_some() {
+        cfg.max_steps = args.max_steps;
+    }
+    if args.grad_clip.is_some() {
+        cfg.grad_clip = args.grad_clip;
+    }
+    if let Some(opt) = &args.optimizer {
+        cfg.optimizer = opt.parse()?;
+    }
+    Ok(cfg)
+}
+
+fn run_dir(args: &PretrainArgs, cfg: &TrainConfig) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| {
+        let dataset = cfg.dataset.replace(['/', ':'], "_");
+        PathBuf::from("runs").join(format!("{}-{}-{}", cfg.method, dataset, cfg.encoder))
+    })
+}
+
+fn write_config(dir: &Path, cfg: &TrainConfig) -> Result<()> {
+    let text = toml::to_string(cfg)?;
+    checkpoint::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
+    Ok(())
+}
+
+pub fn run(args: PretrainArgs) -> Result<()> {
+    let cfg = resolve_config(&args)?;
+    cfg.validate()?;
+    let dir = run_dir(&args, &cfg);
+    let has_checkpoint = checkpoint::latest_checkpoint(&dir)?.is_some();
+    if has_checkpoint && !args.resume {
+        bail!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display());
+    }
+    let device = device(&args.device)?;
+    let mut trainer = Trainer::new(cfg.clone(), &dir, &device)?;
+    if args.resume {
+        match trainer.resume()? {
+            Some(step) => eprintln!("resuming {} from step {step}", dir.display()),
+            None => eprintln!("no checkpoint in {}; starting from scratch", dir.display()),
+        }
+    }
+    write_config(&dir, &cfg)?;
+    eprintln!("pretraining {} on {} with {} into {}", cfg.method, cfg.dataset, cfg.encoder, dir.display());
+    let outcome = trainer.run()?;
+    export_encoder(trainer.varmap(), outcome.steps, &dir.join("encoder.safetensors"))?;
+    eprintln!(
+        "trained {} steps ({:.2} epochs) in {:.0} s; encoder in {}",
+        outcome.steps,
+        outcome.steps as f64 / outcome.steps_per_epoch as f64,
+        outcome.train_seconds,
+        dir.join("encoder.safetensors").display()
+    );
+    if args.no_eval {
+        return Ok(());
+    }
+    let test = selfsup::data::load(&cfg.dataset, selfsup::data::Split::Test, cfg.data_dir.as_deref())?;
+    let report = selfsup::train::evaluate(trainer.encoder(), trainer.train_set(), &test, &device, cfg.seed)?;
+    let eval = EvalFile::new(&cfg, outcome.steps, outcome.steps_per_epoch, outcome.train_seconds, &report);
+    eval.write(&dir)?;
+    let baseline = crate::eval_cmd::random_init_report(&cfg, trainer.train_set(), &test, &device)?;
+    print_summary(&eval, &baseline);
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `eval.json` and the summary table.
+use anyhow::Result;
+use selfsup::train::{checkpoint::write_atomic, EvalReport, TrainConfig};
+use std::path::Path;
+
+/// The contents of a run's `eval.json`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct EvalFile {
+    pub method: String,
+    pub dataset: String,
+    pub encoder: String,
+    pub epochs: f64,
+    pub steps: usize,
+    /// Top-1 of the linear probe on the test split, percent.
+    pub linear_probe_top1: f64,
+    /// Top-1 of weighted kNN (k = 200) on the test split, percent.
+    pub knn_top1: f64,
+    pub train_seconds: f64,
+}
+
+impl EvalFile {
+    pub fn new(cfg: &TrainConfig, steps: usize, per_epoch: usize, train_seconds: f64, r: &EvalReport) -> Self {
+        Self {
+            method: cfg.method.clone(),
+            dataset: cfg.dataset.clone(),
+            encoder: cfg.encoder.clone(),
+            epochs: if per_epoch == 0 { 0.0 } else { steps as f64 / per_epoch as f64 },
+            steps,
+            linear_probe_top1: r.linear_probe_top1,
+            knn_top1: r.knn_top1,
+            train_seconds,
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        write_atomic(&dir.join("eval.json"), serde_json::to_string_pretty(self)?.as_bytes())?;
+        Ok(())
+    }
+}
+
+pub fn print_summary(run: &EvalFile, baseline: &EvalReport) {
+    println!();
+    println!("| encoder on {} | linear probe top-1 | kNN top-1 |", run.dataset);
+    println!("|---|---|---|");
+    println!(
+        "| {} {} ({} steps, {:.1} epochs, {:.0} s) | {:.2}% | {:.2}% |",
+        run.method, run.encoder, run.steps, run.epochs, run.train_seconds, run.linear_probe_top1, run.knn_top1
+    );
+    println!("| random-init {} | {:.2}% | {:.2}% |", run.encoder, baseline.linear_probe_top1, baseline.knn_top1);
+    println!(
+        "| gain over random init | {:+.2} | {:+.2} |",
+        run.linear_probe_top1 - baseline.linear_probe_top1,
+        run.knn_top1 - baseline.knn_top1
+    );
+}
