@@ -4,24 +4,38 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env_remove("SELFSUP_DATA").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env_remove("SELFSUP_DATA")
+        .output()
+        .unwrap()
 }
 
 /// Asserts a failed run with exactly one line on stderr containing every `needle`, and no panic.
 fn assert_clean_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {err}");
     for n in needles {
-        assert!(lines[0].contains(n), "{:?} does not mention {n:?}", lines[0]);
+        assert!(
+            lines[0].contains(n),
+            "{:?} does not mention {n:?}",
+            lines[0]
+        );
     }
 }
 
 fn gz(path: &Path, bytes: &[u8]) {
-    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
     e.write_all(bytes).unwrap();
     e.finish().unwrap();
 }
@@ -54,7 +68,20 @@ fn mnist_dir(images: &[u8], labels: &[u8]) -> tempfile::TempDir {
 
 fn pretrain_on(dir: &Path) -> Output {
     let out = dir.join("run");
-    xtask(&["pretrain", "--dataset", "mnist", "--data-dir", dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--max-steps", "1", "--batch-size", "4", "--no-eval"])
+    xtask(&[
+        "pretrain",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--no-eval",
+    ])
 }
 
 #[test]
@@ -69,27 +96,53 @@ fn truncated_gz_is_named() {
 #[test]
 fn wrong_magic_is_named() {
     let dir = mnist_dir(&idx_images(1234, 8), &idx_labels(8));
-    assert_clean_error(&pretrain_on(dir.path()), &["train-images-idx3-ubyte.gz", "magic"]);
+    assert_clean_error(
+        &pretrain_on(dir.path()),
+        &["train-images-idx3-ubyte.gz", "magic"],
+    );
 }
 
 #[test]
 fn label_count_mismatch_is_named() {
     let dir = mnist_dir(&idx_images(2051, 8), &idx_labels(7));
-    assert_clean_error(&pretrain_on(dir.path()), &["train-labels-idx1-ubyte.gz", "8", "7"]);
+    assert_clean_error(
+        &pretrain_on(dir.path()),
+        &["train-labels-idx1-ubyte.gz", "8", "7"],
+    );
 }
 
 #[test]
 fn missing_data_folder_lists_what_was_tried() {
     let missing = tempfile::tempdir().unwrap().path().join("nowhere");
-    let out = xtask(&["pretrain", "--dataset", "mnist", "--data-dir", missing.to_str().unwrap(), "--no-eval"]);
-    assert_clean_error(&out, &["nowhere", "/usr/share/datasets/mnist", "xtask download"]);
+    let out = xtask(&[
+        "pretrain",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        missing.to_str().unwrap(),
+        "--no-eval",
+    ]);
+    assert_clean_error(
+        &out,
+        &["nowhere", "/usr/share/datasets/mnist", "xtask download"],
+    );
 }
 
 #[test]
 fn batch_of_one_for_simclr_is_refused() {
     let dir = mnist_dir(&idx_images(2051, 8), &idx_labels(8));
     let out = dir.path().join("run");
-    let out = xtask(&["pretrain", "--dataset", "mnist", "--data-dir", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch-size", "1"]);
+    let out = xtask(&[
+        "pretrain",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
     assert_clean_error(&out, &["batch-size", "at least 2"]);
 }
 
@@ -100,21 +153,48 @@ fn negative_learning_rate_is_refused() {
 
 #[test]
 fn unknown_method_and_encoder_are_named() {
-    assert_clean_error(&xtask(&["pretrain", "--method", "byol2"]), &["method", "byol2", "simclr"]);
-    let dir = mnist_dir(&idx_images(2051, 8), &idx_labels(8));
-    let out = dir.path().join("run");
-    let out = xtask(&["pretrain", "--dataset", "mnist", "--data-dir", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--encoder", "vgg"]);
-    assert_clean_error(&out, &["encoder", "vgg"]);
+    assert_clean_error(
+        &xtask(&["pretrain", "--method", "byol2"]),
+        &["method", "byol2", "simclr"],
+    );
+    assert_clean_error(
+        &xtask(&["pretrain", "--encoder", "vgg"]),
+        &["encoder", "vgg", "resnet18"],
+    );
 }
 
 #[test]
 fn tiny_run_writes_a_complete_run_folder_and_refuses_to_overwrite_it() {
     let dir = mnist_dir(&idx_images(2051, 16), &idx_labels(16));
     let run = dir.path().join("run");
-    let args = ["pretrain", "--dataset", "mnist", "--data-dir", dir.path().to_str().unwrap(), "--out", run.to_str().unwrap(), "--max-steps", "2", "--batch-size", "8", "--width", "4", "--no-eval"];
+    let args = [
+        "pretrain",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--width",
+        "4",
+        "--no-eval",
+    ];
     let out = xtask(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["config.toml", "metrics.jsonl", "encoder.safetensors", "checkpoints/latest"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "encoder.safetensors",
+        "checkpoints/latest",
+    ] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();

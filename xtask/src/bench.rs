@@ -33,14 +33,32 @@ fn threads() -> usize {
 }
 
 /// Seconds per SimCLR step (forward, loss, backward, SGD update) on random input.
-fn candle_step_seconds(encoder: &str, channels: usize, size: usize, batch: usize, steps: usize) -> Result<f64> {
+fn candle_step_seconds(
+    encoder: &str,
+    channels: usize,
+    size: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<f64> {
     let device = Device::Cpu;
-    let cfg = TrainConfig { encoder: encoder.into(), batch_size: batch, ..Default::default() };
+    let cfg = TrainConfig {
+        encoder: encoder.into(),
+        batch_size: batch,
+        ..Default::default()
+    };
     let varmap = VarMap::new();
-    let mut method = build_method(&cfg, DataShape { channels, size }, seeded_var_builder(&varmap, 0, DType::F32, &device))?;
+    let mut method = build_method(
+        &cfg,
+        DataShape { channels, size },
+        seeded_var_builder(&varmap, 0, DType::F32, &device),
+    )?;
     let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[]))?;
     let view = || Tensor::randn(0f32, 1.0, (batch, channels, size, size), &device);
-    let batch = Batch { views: vec![view()?, view()?], labels: None, indices: (0..batch).collect() };
+    let batch = Batch {
+        views: vec![view()?, view()?],
+        labels: None,
+        indices: (0..batch).collect(),
+    };
     let mut step = || -> Result<()> {
         let loss = method.loss(&batch)?;
         opt.step(&loss.backward()?, cfg.lr)?;
@@ -55,7 +73,10 @@ fn candle_step_seconds(encoder: &str, channels: usize, size: usize, batch: usize
 }
 
 fn torch_available() -> bool {
-    Command::new("python3").args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success())
+    Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Images/s of the PyTorch reference for the same model, batch and thread count.
@@ -63,7 +84,14 @@ fn pytorch_images_per_s(model: &str, batch: usize, steps: usize) -> Result<f64> 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_simclr_step.py");
     let out = Command::new("python3")
         .arg(&script)
-        .args(["--model", model, "--batch", &batch.to_string(), "--steps", &steps.to_string()])
+        .args([
+            "--model",
+            model,
+            "--batch",
+            &batch.to_string(),
+            "--steps",
+            &steps.to_string(),
+        ])
         .args(["--threads", &threads().to_string()])
         .output()
         .with_context(|| format!("running {}", script.display()))?;
@@ -72,7 +100,9 @@ fn pytorch_images_per_s(model: &str, batch: usize, steps: usize) -> Result<f64> 
         anyhow::bail!("{}", err.lines().last().unwrap_or("failed"));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v["images_per_s"].as_f64().context("no images_per_s in the reference's output")
+    v["images_per_s"]
+        .as_f64()
+        .context("no images_per_s in the reference's output")
 }
 
 /// Images/s of the SimCLR view recipe (two views per image) over 28x28 grayscale images.
@@ -81,15 +111,27 @@ fn augmentation_images_per_s() -> Result<f64> {
     let n = 8192;
     let mut rng = Rng::new(0);
     let images: Vec<Image> = (0..64)
-        .map(|_| Image { channels: 1, height: 28, width: 28, data: (0..784).map(|_| rng.f32()).collect() })
+        .map(|_| Image {
+            channels: 1,
+            height: 28,
+            width: 28,
+            data: (0..784).map(|_| rng.f32()).collect(),
+        })
         .collect();
     let recipe = SimclrViews::for_size(28);
     let t = Instant::now();
     let views: usize = (0..n)
         .into_par_iter()
-        .map(|i| recipe.views(&images[i % images.len()], &mut Rng::derive(0, &[i as u64])).len())
+        .map(|i| {
+            recipe
+                .views(&images[i % images.len()], &mut Rng::derive(0, &[i as u64]))
+                .len()
+        })
         .sum();
-    anyhow::ensure!(views == 2 * n, "the recipe made {views} views for {n} images");
+    anyhow::ensure!(
+        views == 2 * n,
+        "the recipe made {views} views for {n} images"
+    );
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
@@ -121,7 +163,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         let ratio = theirs.map(|t| ours / t);
         let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
-        println!("| {model} | {batch} | {} | {ours:.1} | {} | {} |", threads(), fmt(theirs, 1), fmt(ratio, 2));
+        println!(
+            "| {model} | {batch} | {} | {ours:.1} | {} | {} |",
+            threads(),
+            fmt(theirs, 1),
+            fmt(ratio, 2)
+        );
         results.push(StepResult {
             model: model.into(),
             batch,
@@ -133,7 +180,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         });
     }
     let aug = augmentation_images_per_s()?;
-    println!("\nSimCLR augmentation (2 views, 28x28): {aug:.0} images/s on {} threads", threads());
+    println!(
+        "\nSimCLR augmentation (2 views, 28x28): {aug:.0} images/s on {} threads",
+        threads()
+    );
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::json!({ "train_step": results, "augmentation_images_per_s": aug, "threads": threads() });

@@ -10,11 +10,21 @@ use selfsup::train::{evaluate, EvalReport, TrainConfig, Trainer};
 use std::path::PathBuf;
 
 /// Evaluates a freshly initialised encoder with the run's seed: the baseline every method must beat.
-pub fn random_init_report(cfg: &TrainConfig, train: &Dataset, test: &Dataset, device: &Device) -> Result<EvalReport> {
-    let kind: EncoderKind = cfg.encoder.parse().map_err(|e| anyhow::anyhow!("invalid setting `encoder`: {e}"))?;
+pub fn random_init_report(
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+) -> Result<EvalReport> {
+    let kind: EncoderKind = cfg
+        .encoder
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid setting `encoder`: {e}"))?;
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
-    let encoder = kind.with_width(cfg.width).build(train.channels, vb.pp("encoder"))?;
+    let encoder = kind
+        .with_width(cfg.width)
+        .build(train.channels, vb.pp("encoder"))?;
     Ok(evaluate(encoder.as_ref(), train, test, device, cfg.seed)?)
 }
 
@@ -24,18 +34,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let config_path = run_dir.join("config.toml");
         let text = std::fs::read_to_string(&config_path)
             .with_context(|| format!("--checkpoint {}: not a run folder", run_dir.display()))?;
-        let cfg: TrainConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", config_path.display(), e.to_string().replace('\n', " ")))?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}",
+                config_path.display(),
+                e.to_string().replace('\n', " ")
+            )
+        })?;
         let mut trainer = Trainer::new(cfg.clone(), run_dir, &device)?;
-        let Some(step) = trainer.resume()? else { bail!("{}: has no checkpoint to evaluate", run_dir.display()) };
+        let Some(step) = trainer.resume()? else {
+            bail!("{}: has no checkpoint to evaluate", run_dir.display())
+        };
         let test = selfsup::data::load(&cfg.dataset, Split::Test, cfg.data_dir.as_deref())?;
-        let report = evaluate(trainer.encoder(), trainer.train_set(), &test, &device, cfg.seed)?;
+        let report = evaluate(
+            trainer.encoder(),
+            trainer.train_set(),
+            &test,
+            &device,
+            cfg.seed,
+        )?;
         let per_epoch = trainer.train_set().len() / cfg.batch_size;
         let seconds = selfsup::train::checkpoint::latest_checkpoint(run_dir)?
             .map(|d| selfsup::train::checkpoint::load_checkpoint(&d, &Device::Cpu))
             .transpose()?
             .map_or(0.0, |c| c.state.train_seconds);
-        (EvalFile::new(&cfg, step, per_epoch, seconds, &report), args.out.clone().unwrap_or(run_dir.clone()))
+        (
+            EvalFile::new(&cfg, step, per_epoch, seconds, &report),
+            args.out.clone().unwrap_or(run_dir.clone()),
+        )
     } else if args.random_init {
         let cfg = TrainConfig {
             method: "random-init".into(),
@@ -49,8 +75,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let train = selfsup::data::load(&cfg.dataset, Split::Train, cfg.data_dir.as_deref())?;
         let test = selfsup::data::load(&cfg.dataset, Split::Test, cfg.data_dir.as_deref())?;
         let report = random_init_report(&cfg, &train, &test, &device)?;
-        let default_out = PathBuf::from("runs").join(format!("random-init-{}-{}", args.encoder, args.dataset.replace(['/', ':'], "_")));
-        (EvalFile::new(&cfg, 0, 1, 0.0, &report), args.out.clone().unwrap_or(default_out))
+        let default_out = PathBuf::from("runs").join(format!(
+            "random-init-{}-{}",
+            args.encoder,
+            args.dataset.replace(['/', ':'], "_")
+        ));
+        (
+            EvalFile::new(&cfg, 0, 1, 0.0, &report),
+            args.out.clone().unwrap_or(default_out),
+        )
     } else {
         bail!("eval needs --checkpoint RUN_DIR or --random-init");
     };

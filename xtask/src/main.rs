@@ -27,7 +27,9 @@ fn main() {
 }
 
 fn download(args: cli::DownloadArgs) -> anyhow::Result<()> {
-    let root = args.data_dir.unwrap_or_else(|| std::path::PathBuf::from("data"));
+    let root = args
+        .data_dir
+        .unwrap_or_else(|| std::path::PathBuf::from("data"));
     let dir = selfsup::data::download_dataset(&args.dataset, &root)?;
     println!("{} is in {}", args.dataset, dir.display());
     Ok(())

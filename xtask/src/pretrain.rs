@@ -9,9 +9,14 @@ use std::path::{Path, PathBuf};
 pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     let mut cfg = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--config {}", path.display()))?;
             toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("--config {}: {}", path.display(), e.to_string().replace('\n', " "))
+                anyhow::anyhow!(
+                    "--config {}: {}",
+                    path.display(),
+                    e.to_string().replace('\n', " ")
+                )
             })?
         }
         None => TrainConfig::default(),
@@ -19,7 +24,20 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = &args.$field { cfg.$field = v.clone().into(); })* };
     }
-    set!(method, dataset, encoder, width, epochs, batch_size, lr, weight_decay, warmup_epochs, temperature, seed, checkpoint_every);
+    set!(
+        method,
+        dataset,
+        encoder,
+        width,
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        warmup_epochs,
+        temperature,
+        seed,
+        checkpoint_every
+    );
     if args.data_dir.is_some() {
         cfg.data_dir = args.data_dir.clone();
     }
@@ -54,7 +72,10 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let dir = run_dir(&args, &cfg);
     let has_checkpoint = checkpoint::latest_checkpoint(&dir)?.is_some();
     if has_checkpoint && !args.resume {
-        bail!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display());
+        bail!(
+            "{} already holds a run; pass --resume to continue it, or choose another --out",
+            dir.display()
+        );
     }
     let device = device(&args.device)?;
     let mut trainer = Trainer::new(cfg.clone(), &dir, &device)?;
@@ -65,9 +86,19 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         }
     }
     write_config(&dir, &cfg)?;
-    eprintln!("pretraining {} on {} with {} into {}", cfg.method, cfg.dataset, cfg.encoder, dir.display());
+    eprintln!(
+        "pretraining {} on {} with {} into {}",
+        cfg.method,
+        cfg.dataset,
+        cfg.encoder,
+        dir.display()
+    );
     let outcome = trainer.run()?;
-    export_encoder(trainer.varmap(), outcome.steps, &dir.join("encoder.safetensors"))?;
+    export_encoder(
+        trainer.varmap(),
+        outcome.steps,
+        &dir.join("encoder.safetensors"),
+    )?;
     eprintln!(
         "trained {} steps ({:.2} epochs) in {:.0} s; encoder in {}",
         outcome.steps,
@@ -78,9 +109,25 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     if args.no_eval {
         return Ok(());
     }
-    let test = selfsup::data::load(&cfg.dataset, selfsup::data::Split::Test, cfg.data_dir.as_deref())?;
-    let report = selfsup::train::evaluate(trainer.encoder(), trainer.train_set(), &test, &device, cfg.seed)?;
-    let eval = EvalFile::new(&cfg, outcome.steps, outcome.steps_per_epoch, outcome.train_seconds, &report);
+    let test = selfsup::data::load(
+        &cfg.dataset,
+        selfsup::data::Split::Test,
+        cfg.data_dir.as_deref(),
+    )?;
+    let report = selfsup::train::evaluate(
+        trainer.encoder(),
+        trainer.train_set(),
+        &test,
+        &device,
+        cfg.seed,
+    )?;
+    let eval = EvalFile::new(
+        &cfg,
+        outcome.steps,
+        outcome.steps_per_epoch,
+        outcome.train_seconds,
+        &report,
+    );
     eval.write(&dir)?;
     let baseline = crate::eval_cmd::random_init_report(&cfg, trainer.train_set(), &test, &device)?;
     print_summary(&eval, &baseline);

@@ -19,12 +19,22 @@ pub struct EvalFile {
 }
 
 impl EvalFile {
-    pub fn new(cfg: &TrainConfig, steps: usize, per_epoch: usize, train_seconds: f64, r: &EvalReport) -> Self {
+    pub fn new(
+        cfg: &TrainConfig,
+        steps: usize,
+        per_epoch: usize,
+        train_seconds: f64,
+        r: &EvalReport,
+    ) -> Self {
         Self {
             method: cfg.method.clone(),
             dataset: cfg.dataset.clone(),
             encoder: cfg.encoder.clone(),
-            epochs: if per_epoch == 0 { 0.0 } else { steps as f64 / per_epoch as f64 },
+            epochs: if per_epoch == 0 {
+                0.0
+            } else {
+                steps as f64 / per_epoch as f64
+            },
             steps,
             linear_probe_top1: r.linear_probe_top1,
             knn_top1: r.knn_top1,
@@ -34,20 +44,35 @@ impl EvalFile {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
-        write_atomic(&dir.join("eval.json"), serde_json::to_string_pretty(self)?.as_bytes())?;
+        write_atomic(
+            &dir.join("eval.json"),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )?;
         Ok(())
     }
 }
 
 pub fn print_summary(run: &EvalFile, baseline: &EvalReport) {
     println!();
-    println!("| encoder on {} | linear probe top-1 | kNN top-1 |", run.dataset);
+    println!(
+        "| encoder on {} | linear probe top-1 | kNN top-1 |",
+        run.dataset
+    );
     println!("|---|---|---|");
     println!(
         "| {} {} ({} steps, {:.1} epochs, {:.0} s) | {:.2}% | {:.2}% |",
-        run.method, run.encoder, run.steps, run.epochs, run.train_seconds, run.linear_probe_top1, run.knn_top1
+        run.method,
+        run.encoder,
+        run.steps,
+        run.epochs,
+        run.train_seconds,
+        run.linear_probe_top1,
+        run.knn_top1
     );
-    println!("| random-init {} | {:.2}% | {:.2}% |", run.encoder, baseline.linear_probe_top1, baseline.knn_top1);
+    println!(
+        "| random-init {} | {:.2}% | {:.2}% |",
+        run.encoder, baseline.linear_probe_top1, baseline.knn_top1
+    );
     println!(
         "| gain over random init | {:+.2} | {:+.2} |",
         run.linear_probe_top1 - baseline.linear_probe_top1,

@@ -31,7 +31,11 @@ fn check_temperature(temperature: f64) -> Result<()> {
 pub fn nt_xent(z0: &Tensor, z1: &Tensor, temperature: f64) -> Result<Tensor> {
     check_temperature(temperature)?;
     if z0.dims() != z1.dims() || z0.rank() != 2 {
-        bail!("nt_xent: views must both be (N, D), got {:?} and {:?}", z0.dims(), z1.dims())
+        bail!(
+            "nt_xent: views must both be (N, D), got {:?} and {:?}",
+            z0.dims(),
+            z1.dims()
+        )
     }
     let n = z0.dim(0)?;
     if n < 2 {
@@ -59,7 +63,11 @@ pub fn nt_xent(z0: &Tensor, z1: &Tensor, temperature: f64) -> Result<Tensor> {
 /// If the shapes disagree or the temperature is not positive.
 pub fn info_nce(q: &Tensor, k: &Tensor, negatives: &Tensor, temperature: f64) -> Result<Tensor> {
     check_temperature(temperature)?;
-    if q.dims() != k.dims() || q.rank() != 2 || negatives.rank() != 2 || negatives.dim(1)? != q.dim(1)? {
+    if q.dims() != k.dims()
+        || q.rank() != 2
+        || negatives.rank() != 2
+        || negatives.dim(1)? != q.dim(1)?
+    {
         bail!(
             "info_nce: expected q, k (N, D) and negatives (K, D), got {:?}, {:?}, {:?}",
             q.dims(),
@@ -69,7 +77,10 @@ pub fn info_nce(q: &Tensor, k: &Tensor, negatives: &Tensor, temperature: f64) ->
     }
     let (q, k, negatives) = (l2_normalize(q)?, l2_normalize(k)?, l2_normalize(negatives)?);
     let positives = (q.mul(&k)?.sum_keepdim(1)? / temperature)?;
-    let logits = Tensor::cat(&[&positives, &(q.matmul(&negatives.t()?)? / temperature)?], 1)?;
+    let logits = Tensor::cat(
+        &[&positives, &(q.matmul(&negatives.t()?)? / temperature)?],
+        1,
+    )?;
     (logsumexp(&logits)? - positives.squeeze(1)?)?.mean_all()
 }
 
@@ -80,7 +91,9 @@ mod tests {
 
     /// Deterministic test input `x[i, j] = sin(0.37 * (i * d + j) + phase)`, reproduced in the Python below.
     fn input(n: usize, d: usize, phase: f32) -> Tensor {
-        let v: Vec<f32> = (0..n * d).map(|t| (0.37 * t as f32 + phase).sin()).collect();
+        let v: Vec<f32> = (0..n * d)
+            .map(|t| (0.37 * t as f32 + phase).sin())
+            .collect();
         Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()
     }
 
@@ -133,7 +146,13 @@ mod tests {
         assert!(same.to_scalar::<f32>().unwrap() < other.to_scalar::<f32>().unwrap());
         let g = other.backward().unwrap();
         let grad = g.get(z0.as_tensor()).expect("gradient for z0");
-        let total = grad.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let total = grad
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(total.is_finite() && total > 0.0);
     }
 

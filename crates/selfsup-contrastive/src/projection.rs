@@ -1,5 +1,7 @@
 use candle_core::{Result, Tensor};
-use candle_nn::{batch_norm, linear, BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
+use candle_nn::{
+    batch_norm, linear, BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder,
+};
 
 /// The SimCLR projection head (Chen et al. 2020): Linear, BatchNorm, ReLU, Linear.
 ///
@@ -16,7 +18,12 @@ impl ProjectionHead {
     ///
     /// # Errors
     /// If the variable builder cannot provide the weights.
-    pub fn new(input_dim: usize, hidden_dim: usize, output_dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        input_dim: usize,
+        hidden_dim: usize,
+        output_dim: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
             fc1: linear(input_dim, hidden_dim, vb.pp("fc1"))?,
             bn1: batch_norm(hidden_dim, BatchNormConfig::default(), vb.pp("bn1"))?,

@@ -50,40 +50,65 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn tmp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    candle_core::safetensors::save(tensors, path)
-        .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })
+    candle_core::safetensors::save(tensors, path).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     if !path.exists() {
-        return Err(TrainError::Checkpoint { path: path.to_path_buf(), msg: "file is missing".into() });
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: "file is missing".into(),
+        });
     }
-    candle_core::safetensors::load(path, device)
-        .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })
+    candle_core::safetensors::load(path, device).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 /// Every variable in `varmap`, by name.
 pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
     let data = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
-    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    data.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
 }
 
 /// Sets every variable of `varmap` from `tensors`, which must hold each of them with the right shape.
 ///
 /// # Errors
 /// A [`TrainError::Checkpoint`] naming `source` and the first missing or misshapen tensor.
-pub fn load_into_varmap(varmap: &VarMap, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
+pub fn load_into_varmap(
+    varmap: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
+) -> Result<()> {
     let data = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
-    let bad = |msg: String| TrainError::Checkpoint { path: source.to_path_buf(), msg };
+    let bad = |msg: String| TrainError::Checkpoint {
+        path: source.to_path_buf(),
+        msg,
+    };
     for (name, var) in data.iter() {
-        let t = tensors.get(name).ok_or_else(|| bad(format!("has no tensor {name}")))?;
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| bad(format!("has no tensor {name}")))?;
         if t.dims() != var.dims() {
-            return Err(bad(format!("{name} has shape {:?}, the model expects {:?}", t.dims(), var.dims())));
+            return Err(bad(format!(
+                "{name} has shape {:?}, the model expects {:?}",
+                t.dims(),
+                var.dims()
+            )));
         }
         var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?.copy()?)?;
     }
@@ -111,8 +136,10 @@ pub fn save_checkpoint(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
     save_tensors(&ckpt.model, &tmp.join("model.safetensors"))?;
     save_tensors(&ckpt.optimizer, &tmp.join("optimizer.safetensors"))?;
     save_tensors(&ckpt.method, &tmp.join("method.safetensors"))?;
-    let json = serde_json::to_string_pretty(&ckpt.state).map_err(|e| TrainError::config("checkpoint", e.to_string()))?;
-    std::fs::write(tmp.join("state.json"), json).map_err(|e| TrainError::io(tmp.join("state.json"), e))?;
+    let json = serde_json::to_string_pretty(&ckpt.state)
+        .map_err(|e| TrainError::config("checkpoint", e.to_string()))?;
+    std::fs::write(tmp.join("state.json"), json)
+        .map_err(|e| TrainError::io(tmp.join("state.json"), e))?;
     let final_dir = dir.join(&name);
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
@@ -149,7 +176,10 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     };
     let path = checkpoints_dir(run_dir).join(name.trim());
     if !path.is_dir() {
-        return Err(TrainError::Checkpoint { path, msg: format!("named by {} but missing", latest.display()) });
+        return Err(TrainError::Checkpoint {
+            path,
+            msg: format!("named by {} but missing", latest.display()),
+        });
     }
     Ok(Some(path))
 }
@@ -161,8 +191,11 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
 pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Checkpoint { path: state_path.clone(), msg: format!("unreadable state: {e}") })?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+            path: state_path.clone(),
+            msg: format!("unreadable state: {e}"),
+        })?;
     Ok(Checkpoint {
         state,
         model: load_tensors(&dir.join("model.safetensors"), device)?,
@@ -179,7 +212,11 @@ mod tests {
     fn ckpt(step: usize) -> Checkpoint {
         let t = Tensor::full(step as f32, (2, 3), &Device::Cpu).unwrap();
         Checkpoint {
-            state: CheckpointState { step, config: TrainConfig::default(), train_seconds: 1.5 },
+            state: CheckpointState {
+                step,
+                config: TrainConfig::default(),
+                train_seconds: 1.5,
+            },
             model: HashMap::from([("w".to_string(), t.clone())]),
             optimizer: HashMap::from([("w.momentum".to_string(), t)]),
             method: HashMap::new(),
@@ -196,20 +233,37 @@ mod tests {
         let loaded = load_checkpoint(&second, &Device::Cpu).unwrap();
         assert_eq!(loaded.state.step, 20);
         assert_eq!(loaded.model["w"].to_vec2::<f32>().unwrap()[1][2], 20.0);
-        let dirs: Vec<_> = std::fs::read_dir(checkpoints_dir(run.path())).unwrap().flatten().collect();
+        let dirs: Vec<_> = std::fs::read_dir(checkpoints_dir(run.path()))
+            .unwrap()
+            .flatten()
+            .collect();
         assert_eq!(dirs.len(), 2, "one checkpoint folder plus `latest`");
     }
 
     #[test]
     fn varmap_roundtrip_and_shape_mismatch() {
         let vm = VarMap::new();
-        vm.get((2, 2), "a", candle_nn::Init::Const(3.0), DType::F32, &Device::Cpu).unwrap();
+        vm.get(
+            (2, 2),
+            "a",
+            candle_nn::Init::Const(3.0),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let mut tensors = varmap_tensors(&vm);
         load_into_varmap(&vm, &tensors, Path::new("x")).unwrap();
-        tensors.insert("a".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
-        let err = load_into_varmap(&vm, &tensors, Path::new("ckpt")).unwrap_err().to_string();
+        tensors.insert(
+            "a".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let err = load_into_varmap(&vm, &tensors, Path::new("ckpt"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ckpt") && err.contains("shape"), "{err}");
-        let err = load_into_varmap(&vm, &HashMap::new(), Path::new("ckpt")).unwrap_err().to_string();
+        let err = load_into_varmap(&vm, &HashMap::new(), Path::new("ckpt"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has no tensor a"), "{err}");
     }
 
@@ -218,7 +272,10 @@ mod tests {
         let run = tempfile::tempdir().unwrap();
         let dir = save_checkpoint(run.path(), &ckpt(5)).unwrap();
         std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
-        let err = load_checkpoint(&dir, &Device::Cpu).err().unwrap().to_string();
+        let err = load_checkpoint(&dir, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("model.safetensors"), "{err}");
     }
 }

@@ -21,7 +21,10 @@ impl std::str::FromStr for OptimizerKind {
             "sgd" => Ok(Self::Sgd),
             "lars" => Ok(Self::Lars),
             "adamw" => Ok(Self::Adamw),
-            _ => Err(TrainError::config("optimizer", format!("unknown optimizer {s:?}; expected sgd, lars or adamw"))),
+            _ => Err(TrainError::config(
+                "optimizer",
+                format!("unknown optimizer {s:?}; expected sgd, lars or adamw"),
+            )),
         }
     }
 }
@@ -110,7 +113,10 @@ fn positive(setting: &str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(TrainError::config(setting, format!("must be a positive number, got {v}")))
+        Err(TrainError::config(
+            setting,
+            format!("must be a positive number, got {v}"),
+        ))
     }
 }
 
@@ -118,7 +124,10 @@ fn in_unit(setting: &str, v: f64) -> Result<()> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
-        Err(TrainError::config(setting, format!("must lie in [0, 1], got {v}")))
+        Err(TrainError::config(
+            setting,
+            format!("must lie in [0, 1], got {v}"),
+        ))
     }
 }
 
@@ -128,6 +137,16 @@ impl TrainConfig {
     /// # Errors
     /// A [`TrainError::Config`] naming the first bad setting.
     pub fn validate(&self) -> Result<()> {
+        if !crate::methods::METHODS.contains(&self.method.as_str()) {
+            let known = crate::methods::METHODS.join(", ");
+            return Err(TrainError::config(
+                "method",
+                format!("unknown method {:?}; available: {known}", self.method),
+            ));
+        }
+        if let Err(e) = self.encoder.parse::<selfsup_encoders::EncoderKind>() {
+            return Err(TrainError::config("encoder", e.to_string()));
+        }
         positive("lr", self.lr)?;
         positive("temperature", self.temperature)?;
         if self.epochs == 0 && self.max_steps.is_none() {
@@ -151,16 +170,28 @@ impl TrainConfig {
         in_unit("momentum", self.momentum)?;
         in_unit("jitter-p", self.jitter_p)?;
         if !(self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0) {
-            return Err(TrainError::config("crop-min-scale", format!("must lie in (0, 1], got {}", self.crop_min_scale)));
+            return Err(TrainError::config(
+                "crop-min-scale",
+                format!("must lie in (0, 1], got {}", self.crop_min_scale),
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(TrainError::config("weight-decay", format!("must be ≥ 0, got {}", self.weight_decay)));
+            return Err(TrainError::config(
+                "weight-decay",
+                format!("must be ≥ 0, got {}", self.weight_decay),
+            ));
         }
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
-            return Err(TrainError::config("warmup-epochs", format!("must be ≥ 0, got {}", self.warmup_epochs)));
+            return Err(TrainError::config(
+                "warmup-epochs",
+                format!("must be ≥ 0, got {}", self.warmup_epochs),
+            ));
         }
         if !(self.jitter.is_finite() && self.jitter >= 0.0) {
-            return Err(TrainError::config("jitter", format!("must be ≥ 0, got {}", self.jitter)));
+            return Err(TrainError::config(
+                "jitter",
+                format!("must be ≥ 0, got {}", self.jitter),
+            ));
         }
         if let Some(c) = self.grad_clip {
             positive("grad-clip", c)?;
@@ -176,18 +207,34 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_name_the_setting() {
         TrainConfig::default().validate().unwrap();
-        let bad = TrainConfig { lr: -0.1, ..Default::default() };
+        let bad = TrainConfig {
+            lr: -0.1,
+            ..Default::default()
+        };
         let msg = bad.validate().unwrap_err().to_string();
         assert!(msg.contains("`lr`") && msg.contains("-0.1"), "{msg}");
-        let bad = TrainConfig { temperature: 0.0, ..Default::default() };
-        assert!(bad.validate().unwrap_err().to_string().contains("temperature"));
-        let bad = TrainConfig { momentum: 1.5, ..Default::default() };
+        let bad = TrainConfig {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("temperature"));
+        let bad = TrainConfig {
+            momentum: 1.5,
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().to_string().contains("momentum"));
     }
 
     #[test]
     fn toml_roundtrip_and_unknown_keys_rejected() {
-        let cfg = TrainConfig { max_steps: Some(50), ..Default::default() };
+        let cfg = TrainConfig {
+            max_steps: Some(50),
+            ..Default::default()
+        };
         let text = toml::to_string(&cfg).unwrap();
         assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), cfg);
         assert!(toml::from_str::<TrainConfig>("lrr = 0.1").is_err());

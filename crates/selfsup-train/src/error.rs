@@ -53,11 +53,17 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 impl TrainError {
     /// A [`TrainError::Config`] for `setting`.
     pub fn config(setting: &str, msg: impl Into<String>) -> Self {
-        Self::Config { setting: setting.to_string(), msg: msg.into() }
+        Self::Config {
+            setting: setting.to_string(),
+            msg: msg.into(),
+        }
     }
 
     /// A [`TrainError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -44,7 +44,10 @@ pub trait Method: Send {
     ///
     /// # Errors
     /// If a tensor is missing or has the wrong shape.
-    fn load_state(&mut self, _state: &std::collections::HashMap<String, Tensor>) -> candle_core::Result<()> {
+    fn load_state(
+        &mut self,
+        _state: &std::collections::HashMap<String, Tensor>,
+    ) -> candle_core::Result<()> {
         Ok(())
     }
 }

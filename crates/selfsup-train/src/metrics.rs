@@ -31,15 +31,26 @@ impl MetricsWriter {
     /// # Errors
     /// If the file cannot be read or written.
     pub fn open(path: &Path, keep_until_step: usize) -> Result<Self> {
-        let kept = read_metrics(path)?.into_iter().filter(|m| m.step <= keep_until_step);
+        let kept = read_metrics(path)?
+            .into_iter()
+            .filter(|m| m.step <= keep_until_step);
         let mut text = String::new();
         for m in kept {
-            text.push_str(&serde_json::to_string(&m).map_err(|e| TrainError::config("metrics", e.to_string()))?);
+            text.push_str(
+                &serde_json::to_string(&m)
+                    .map_err(|e| TrainError::config("metrics", e.to_string()))?,
+            );
             text.push('\n');
         }
         std::fs::write(path, text).map_err(|e| TrainError::io(path, e))?;
-        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| TrainError::io(path, e))?;
-        Ok(Self { path: path.to_path_buf(), file })
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| TrainError::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Appends one line.
@@ -47,7 +58,8 @@ impl MetricsWriter {
     /// # Errors
     /// If the write fails.
     pub fn write(&mut self, m: &StepMetrics) -> Result<()> {
-        let line = serde_json::to_string(m).map_err(|e| TrainError::config("metrics", e.to_string()))?;
+        let line =
+            serde_json::to_string(m).map_err(|e| TrainError::config("metrics", e.to_string()))?;
         writeln!(self.file, "{line}").map_err(|e| TrainError::io(&self.path, e))
     }
 }

@@ -33,7 +33,12 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine() {
-        let s = WarmupCosine { base_lr: 1.0, warmup_steps: 10, total_steps: 110, final_fraction: 0.0 };
+        let s = WarmupCosine {
+            base_lr: 1.0,
+            warmup_steps: 10,
+            total_steps: 110,
+            final_fraction: 0.0,
+        };
         assert!((s.lr(0) - 0.1).abs() < 1e-12);
         assert!((s.lr(9) - 1.0).abs() < 1e-12);
         assert!((s.lr(10) - 1.0).abs() < 1e-12);

@@ -1,6 +1,7 @@
 //! The [`Trainer`]: runs a [`Method`] over a dataset with checkpoints, metrics and progress.
 use crate::checkpoint::{
-    latest_checkpoint, load_checkpoint, load_into_varmap, save_checkpoint, varmap_tensors, Checkpoint, CheckpointState,
+    latest_checkpoint, load_checkpoint, load_into_varmap, save_checkpoint, varmap_tensors,
+    Checkpoint, CheckpointState,
 };
 use crate::config::TrainConfig;
 use crate::method::Method;
@@ -52,16 +53,27 @@ impl Trainer {
     /// A one-line error naming the bad setting or data file.
     pub fn new(cfg: TrainConfig, run_dir: &Path, device: &Device) -> Result<Self> {
         cfg.validate()?;
-        let train_set = selfsup_data::load(&cfg.dataset, selfsup_data::Split::Train, cfg.data_dir.as_deref())?;
+        let train_set = selfsup_data::load(
+            &cfg.dataset,
+            selfsup_data::Split::Train,
+            cfg.data_dir.as_deref(),
+        )?;
         if train_set.len() < cfg.batch_size {
             return Err(TrainError::config(
                 "batch-size",
-                format!("{} is larger than the {} training images", cfg.batch_size, train_set.len()),
+                format!(
+                    "{} is larger than the {} training images",
+                    cfg.batch_size,
+                    train_set.len()
+                ),
             ));
         }
         let varmap = VarMap::new();
         let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
-        let shape = DataShape { channels: train_set.channels, size: train_set.height };
+        let shape = DataShape {
+            channels: train_set.channels,
+            size: train_set.height,
+        };
         let method = build_method(&cfg, shape, vb)?;
         let params = trainable_params(&varmap, &[]);
         let optimizer = build_optimizer(&cfg, params.clone())?;
@@ -85,18 +97,29 @@ impl Trainer {
     /// # Errors
     /// If the checkpoint is unreadable, does not fit the model, or was made with other settings.
     pub fn resume(&mut self) -> Result<Option<usize>> {
-        let Some(dir) = latest_checkpoint(&self.run_dir)? else { return Ok(None) };
+        let Some(dir) = latest_checkpoint(&self.run_dir)? else {
+            return Ok(None);
+        };
         let ckpt = load_checkpoint(&dir, &self.device)?;
         if let Some(setting) = first_difference(&ckpt.state.config, &self.cfg) {
             return Err(TrainError::Checkpoint {
                 path: dir,
-                msg: format!("was made with a different `{setting}`; resume with the run's own settings"),
+                msg: format!(
+                    "was made with a different `{setting}`; resume with the run's own settings"
+                ),
             });
         }
         load_into_varmap(&self.varmap, &ckpt.model, &dir.join("model.safetensors"))?;
-        let bad = |msg: String, file: &str| TrainError::Checkpoint { path: dir.join(file), msg };
-        self.optimizer.load_state(&ckpt.optimizer).map_err(|e| bad(e.to_string(), "optimizer.safetensors"))?;
-        self.method.load_state(&ckpt.method).map_err(|e| bad(e.to_string(), "method.safetensors"))?;
+        let bad = |msg: String, file: &str| TrainError::Checkpoint {
+            path: dir.join(file),
+            msg,
+        };
+        self.optimizer
+            .load_state(&ckpt.optimizer)
+            .map_err(|e| bad(e.to_string(), "optimizer.safetensors"))?;
+        self.method
+            .load_state(&ckpt.method)
+            .map_err(|e| bad(e.to_string(), "method.safetensors"))?;
         self.step = ckpt.state.step;
         self.train_seconds = ckpt.state.train_seconds;
         Ok(Some(self.step))
@@ -126,7 +149,11 @@ impl Trainer {
         save_checkpoint(
             &self.run_dir,
             &Checkpoint {
-                state: CheckpointState { step: self.step, config: self.cfg.clone(), train_seconds: self.train_seconds },
+                state: CheckpointState {
+                    step: self.step,
+                    config: self.cfg.clone(),
+                    train_seconds: self.train_seconds,
+                },
                 model: varmap_tensors(&self.varmap),
                 optimizer: self.optimizer.state().into_iter().collect(),
                 method: self.method.state().into_iter().collect(),
@@ -150,7 +177,12 @@ impl Trainer {
     /// As [`Trainer::run`].
     pub fn run_until(&mut self, stop: usize) -> Result<TrainOutcome> {
         let cfg = self.cfg.clone();
-        let loader = Loader::new(self.train_set.clone(), self.method.views(), cfg.batch_size, cfg.seed)?;
+        let loader = Loader::new(
+            self.train_set.clone(),
+            self.method.views(),
+            cfg.batch_size,
+            cfg.seed,
+        )?;
         let per_epoch = loader.batches_per_epoch();
         let total = (cfg.epochs * per_epoch).min(cfg.max_steps.unwrap_or(usize::MAX));
         let schedule = WarmupCosine {
@@ -160,7 +192,10 @@ impl Trainer {
             final_fraction: 0.0,
         };
         let mut metrics = MetricsWriter::open(&self.run_dir.join("metrics.jsonl"), self.step)?;
-        let bar = progress_bar(total as u64, &format!("{} on {}", self.method.name(), cfg.dataset));
+        let bar = progress_bar(
+            total as u64,
+            &format!("{} on {}", self.method.name(), cfg.dataset),
+        );
         bar.set_position(self.step as u64);
         let mut final_loss = None;
         let mut last = Instant::now();
@@ -173,7 +208,11 @@ impl Trainer {
                 let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
                 if !value.is_finite() {
                     let hint = latest_checkpoint(&self.run_dir)?.map(|p| p.display().to_string());
-                    return Err(TrainError::NonFinite { step: self.step + 1, loss: value, hint });
+                    return Err(TrainError::NonFinite {
+                        step: self.step + 1,
+                        loss: value,
+                        hint,
+                    });
                 }
                 let mut grads = loss.backward()?;
                 if let Some(max_norm) = cfg.grad_clip {
@@ -187,9 +226,18 @@ impl Trainer {
                 last = Instant::now();
                 self.train_seconds += seconds;
                 let images_per_s = batch.indices.len() as f64 / seconds.max(1e-9);
-                metrics.write(&StepMetrics { step: self.step, epoch, loss: value, lr, images_per_s })?;
+                metrics.write(&StepMetrics {
+                    step: self.step,
+                    epoch,
+                    loss: value,
+                    lr,
+                    images_per_s,
+                })?;
                 bar.set_position(self.step as u64);
-                bar.set_message(format!("epoch {} loss {value:.4} lr {lr:.4} {images_per_s:.0} img/s", epoch + 1));
+                bar.set_message(format!(
+                    "epoch {} loss {value:.4} lr {lr:.4} {images_per_s:.0} img/s",
+                    epoch + 1
+                ));
                 if self.step % cfg.checkpoint_every == 0 || self.step == total {
                     self.checkpoint()?;
                 }
@@ -198,20 +246,33 @@ impl Trainer {
                 }
             }
             if bar.is_hidden() && self.step < total.min(stop) {
-                eprintln!("{}: step {}/{total}, loss {:.4}", self.method.name(), self.step, final_loss.unwrap_or(f32::NAN));
+                eprintln!(
+                    "{}: step {}/{total}, loss {:.4}",
+                    self.method.name(),
+                    self.step,
+                    final_loss.unwrap_or(f32::NAN)
+                );
             }
         }
         bar.finish_and_clear();
         if final_loss.is_none() && latest_checkpoint(&self.run_dir)?.is_none() {
             self.checkpoint()?;
         }
-        Ok(TrainOutcome { steps: self.step, steps_per_epoch: per_epoch, final_loss, train_seconds: self.train_seconds })
+        Ok(TrainOutcome {
+            steps: self.step,
+            steps_per_epoch: per_epoch,
+            final_loss,
+            train_seconds: self.train_seconds,
+        })
     }
 }
 
 /// The first setting (other than where data or checkpoints go) that differs between two configs.
 fn first_difference(saved: &TrainConfig, now: &TrainConfig) -> Option<String> {
-    let (a, b) = (serde_json::to_value(saved).ok()?, serde_json::to_value(now).ok()?);
+    let (a, b) = (
+        serde_json::to_value(saved).ok()?,
+        serde_json::to_value(now).ok()?,
+    );
     let (a, b) = (a.as_object()?, b.as_object()?);
     a.iter()
         .filter(|(k, _)| !matches!(k.as_str(), "data_dir" | "checkpoint_every"))

@@ -5,7 +5,8 @@ use selfsup_train::{TrainConfig, TrainError, Trainer};
 use std::path::Path;
 
 fn have_fashion_mnist() -> bool {
-    let found = selfsup_data::locate("fashion-mnist", None, &["train-images-idx3-ubyte.gz"]).is_ok();
+    let found =
+        selfsup_data::locate("fashion-mnist", None, &["train-images-idx3-ubyte.gz"]).is_ok();
     if !found {
         eprintln!("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipping");
     }
@@ -13,7 +14,14 @@ fn have_fashion_mnist() -> bool {
 }
 
 fn tiny() -> TrainConfig {
-    TrainConfig { width: 4, batch_size: 16, max_steps: Some(6), checkpoint_every: 3, seed: 11, ..Default::default() }
+    TrainConfig {
+        width: 4,
+        batch_size: 16,
+        max_steps: Some(6),
+        checkpoint_every: 3,
+        seed: 11,
+        ..Default::default()
+    }
 }
 
 fn train(cfg: &TrainConfig, dir: &Path, stop: usize) -> Trainer {
@@ -35,12 +43,20 @@ fn same_seed_gives_identical_weights_and_resume_is_bit_exact() {
         return;
     }
     let cfg = tiny();
-    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let full_a = train(&cfg, a.path(), usize::MAX);
     let full_b = train(&cfg, b.path(), usize::MAX);
     assert_eq!(full_a.step(), 6);
     let bytes = exported(&full_a, a.path());
-    assert_eq!(bytes, exported(&full_b, b.path()), "two runs with one seed differ");
+    assert_eq!(
+        bytes,
+        exported(&full_b, b.path()),
+        "two runs with one seed differ"
+    );
 
     // Interrupted after step 4 (checkpoint at 3), then resumed in a new process-like trainer.
     let interrupted = train(&cfg, c.path(), 4);
@@ -48,15 +64,26 @@ fn same_seed_gives_identical_weights_and_resume_is_bit_exact() {
     drop(interrupted);
     let resumed = train(&cfg, c.path(), usize::MAX);
     assert_eq!(resumed.step(), 6);
-    assert_eq!(bytes, exported(&resumed, c.path()), "resumed run differs from the uninterrupted one");
+    assert_eq!(
+        bytes,
+        exported(&resumed, c.path()),
+        "resumed run differs from the uninterrupted one"
+    );
 
     let metrics = selfsup_train::metrics::read_metrics(&c.path().join("metrics.jsonl")).unwrap();
     let steps: Vec<usize> = metrics.iter().map(|m| m.step).collect();
-    assert_eq!(steps, vec![1, 2, 3, 4, 5, 6], "metrics keep one line per step across the resume");
+    assert_eq!(
+        steps,
+        vec![1, 2, 3, 4, 5, 6],
+        "metrics keep one line per step across the resume"
+    );
 
     let other = TrainConfig { seed: 12, ..cfg };
     let d = tempfile::tempdir().unwrap();
-    assert_ne!(bytes, exported(&train(&other, d.path(), usize::MAX), d.path()));
+    assert_ne!(
+        bytes,
+        exported(&train(&other, d.path(), usize::MAX), d.path())
+    );
 }
 
 #[test]
@@ -78,16 +105,26 @@ fn diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { lr: 1e30, max_steps: Some(20), checkpoint_every: 1, ..tiny() };
+    let cfg = TrainConfig {
+        lr: 1e30,
+        max_steps: Some(20),
+        checkpoint_every: 1,
+        ..tiny()
+    };
     let mut t = Trainer::new(cfg, dir.path(), &Device::Cpu).unwrap();
     match t.run() {
         Err(TrainError::NonFinite { step, .. }) => {
             assert!(step >= 2, "the first step's loss is finite");
-            let latest = selfsup_train::checkpoint::latest_checkpoint(dir.path()).unwrap().unwrap();
+            let latest = selfsup_train::checkpoint::latest_checkpoint(dir.path())
+                .unwrap()
+                .unwrap();
             let kept = selfsup_train::checkpoint::load_checkpoint(&latest, &Device::Cpu).unwrap();
             assert_eq!(kept.state.step, step - 1);
         }
-        other => panic!("expected a non-finite loss error, got {:?}", other.map(|o| o.steps)),
+        other => panic!(
+            "expected a non-finite loss error, got {:?}",
+            other.map(|o| o.steps)
+        ),
     }
 }
 
@@ -97,7 +134,16 @@ fn simclr_rejects_a_batch_of_one() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { batch_size: 1, ..tiny() };
-    let err = Trainer::new(cfg, dir.path(), &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("batch-size") && err.contains("at least 2"), "{err}");
+    let cfg = TrainConfig {
+        batch_size: 1,
+        ..tiny()
+    };
+    let err = Trainer::new(cfg, dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("batch-size") && err.contains("at least 2"),
+        "{err}"
+    );
 }

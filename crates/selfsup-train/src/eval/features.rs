@@ -40,7 +40,12 @@ impl Features {
 ///
 /// # Errors
 /// On tensor errors.
-pub fn extract_features(encoder: &dyn Encoder, dataset: &Dataset, device: &Device, label: &str) -> Result<Features> {
+pub fn extract_features(
+    encoder: &dyn Encoder,
+    dataset: &Dataset,
+    device: &Device,
+    label: &str,
+) -> Result<Features> {
     const BATCH: usize = 500;
     let n = dataset.len();
     let bar = progress_bar(n as u64, label);
@@ -53,5 +58,8 @@ pub fn extract_features(encoder: &dyn Encoder, dataset: &Dataset, device: &Devic
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(Features { data, dim: encoder.feature_dim() })
+    Ok(Features {
+        data,
+        dim: encoder.feature_dim(),
+    })
 }

@@ -49,7 +49,9 @@ fn vote(sims: &[f32], labels: &[u32], classes: usize, k: usize, t: f32) -> u32 {
             *s += (sims[i] / t).exp();
         }
     }
-    (0..score.len()).max_by(|&a, &b| score[a].total_cmp(&score[b])).unwrap_or(0) as u32
+    (0..score.len())
+        .max_by(|&a, &b| score[a].total_cmp(&score[b]))
+        .unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -59,9 +61,15 @@ mod tests {
     #[test]
     fn separable_clusters_are_classified_and_votes_weight_by_similarity() {
         // Two clusters around the axes; test points near each axis.
-        let train = Features { data: vec![1.0, 0.1, 1.0, -0.1, 0.9, 0.0, 0.1, 1.0, -0.1, 1.0, 0.0, 0.8], dim: 2 };
+        let train = Features {
+            data: vec![1.0, 0.1, 1.0, -0.1, 0.9, 0.0, 0.1, 1.0, -0.1, 1.0, 0.0, 0.8],
+            dim: 2,
+        };
         let train_y = [0, 0, 0, 1, 1, 1];
-        let test = Features { data: vec![1.0, 0.2, 0.2, 1.0, 0.7, 0.6], dim: 2 };
+        let test = Features {
+            data: vec![1.0, 0.2, 0.2, 1.0, 0.7, 0.6],
+            dim: 2,
+        };
         let acc = knn_top1(&train, &train_y, &test, &[0, 1, 0], 2, 3, 0.1, &Device::Cpu).unwrap();
         assert!((acc - 100.0).abs() < 1e-9, "{acc}");
         let wrong = knn_top1(&train, &train_y, &test, &[1, 0, 1], 2, 3, 0.1, &Device::Cpu).unwrap();

@@ -23,14 +23,25 @@ pub struct LinearProbeConfig {
 
 impl Default for LinearProbeConfig {
     fn default() -> Self {
-        Self { epochs: 30, batch_size: 256, lr: 1e-3, weight_decay: 1e-4, seed: 0 }
+        Self {
+            epochs: 30,
+            batch_size: 256,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            seed: 0,
+        }
     }
 }
 
 /// Per-column mean and standard deviation of the training features.
 fn column_stats(f: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let mean = f.mean_keepdim(0)?;
-    let std = f.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?.sqrt()?.clamp(1e-6, f64::MAX)?;
+    let std = f
+        .broadcast_sub(&mean)?
+        .sqr()?
+        .mean_keepdim(0)?
+        .sqrt()?
+        .clamp(1e-6, f64::MAX)?;
     Ok((mean, std))
 }
 
@@ -39,7 +50,10 @@ fn one_hot(labels: &[u32], classes: usize, device: &Device) -> Result<Tensor> {
     for (row, &y) in labels.iter().enumerate() {
         let y = y as usize;
         if y >= classes {
-            return Err(TrainError::config("dataset", format!("label {y} is out of range for {classes} classes")));
+            return Err(TrainError::config(
+                "dataset",
+                format!("label {y} is out of range for {classes} classes"),
+            ));
         }
         v[row * classes + y] = 1.0;
     }
@@ -49,7 +63,12 @@ fn one_hot(labels: &[u32], classes: usize, device: &Device) -> Result<Tensor> {
 /// Mean cross-entropy of `logits` against one-hot `targets`.
 fn cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?.detach();
-    let lse = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?;
+    let lse = (logits
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?;
     (lse.squeeze(D::Minus1)? - logits.mul(targets)?.sum(D::Minus1)?)?.mean_all()
 }
 
@@ -69,7 +88,10 @@ pub fn linear_probe_top1(
     device: &Device,
 ) -> Result<f64> {
     if train.len() != train_y.len() || test.len() != test_y.len() {
-        return Err(TrainError::config("dataset", "features and labels differ in count"));
+        return Err(TrainError::config(
+            "dataset",
+            "features and labels differ in count",
+        ));
     }
     let (x_train, x_test) = (train.tensor(device)?, test.tensor(device)?);
     let (mean, std) = column_stats(&x_train)?;
@@ -80,25 +102,49 @@ pub fn linear_probe_top1(
     let w = Var::zeros((train.dim, classes), DType::F32, device)?;
     let b = Var::zeros(classes, DType::F32, device)?;
     let params = vec![
-        Param { name: "w".into(), var: w.clone(), decay: true },
-        Param { name: "b".into(), var: b.clone(), decay: false },
+        Param {
+            name: "w".into(),
+            var: w.clone(),
+            decay: true,
+        },
+        Param {
+            name: "b".into(),
+            var: b.clone(),
+            decay: false,
+        },
     ];
     let mut opt = AdamW::new(params, 0.9, 0.999, 1e-8, cfg.weight_decay)?;
     let batch = cfg.batch_size.clamp(1, train.len().max(1));
     let steps_per_epoch = train.len() / batch;
-    let schedule = WarmupCosine { base_lr: cfg.lr, warmup_steps: 0, total_steps: cfg.epochs * steps_per_epoch, final_fraction: 0.0 };
+    let schedule = WarmupCosine {
+        base_lr: cfg.lr,
+        warmup_steps: 0,
+        total_steps: cfg.epochs * steps_per_epoch,
+        final_fraction: 0.0,
+    };
     let mut step = 0;
     for epoch in 0..cfg.epochs {
         let order = Rng::derive(cfg.seed, &[0x11_4E_A2, epoch as u64]).permutation(train.len());
         for idx in order.chunks_exact(batch) {
-            let idx = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
-            let logits = x_train.index_select(&idx, 0)?.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+            let idx = Tensor::from_vec(
+                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                idx.len(),
+                device,
+            )?;
+            let logits = x_train
+                .index_select(&idx, 0)?
+                .matmul(w.as_tensor())?
+                .broadcast_add(b.as_tensor())?;
             let loss = cross_entropy(&logits, &targets.index_select(&idx, 0)?)?;
             opt.step(&loss.backward()?, schedule.lr(step))?;
             step += 1;
         }
     }
-    let pred = x_test.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let pred = x_test
+        .matmul(w.as_tensor())?
+        .broadcast_add(b.as_tensor())?
+        .argmax(D::Minus1)?
+        .to_vec1::<u32>()?;
     let correct = pred.iter().zip(test_y).filter(|(p, y)| p == y).count();
     Ok(100.0 * correct as f64 / test_y.len().max(1) as f64)
 }
@@ -123,18 +169,40 @@ mod tests {
         };
         let (train, train_y) = make(800, &mut rng);
         let (test, test_y) = make(400, &mut rng);
-        let cfg = LinearProbeConfig { epochs: 20, batch_size: 64, lr: 0.05, ..Default::default() };
-        let acc = linear_probe_top1(&train, &train_y, &test, &test_y, 2, &cfg, &Device::Cpu).unwrap();
+        let cfg = LinearProbeConfig {
+            epochs: 20,
+            batch_size: 64,
+            lr: 0.05,
+            ..Default::default()
+        };
+        let acc =
+            linear_probe_top1(&train, &train_y, &test, &test_y, 2, &cfg, &Device::Cpu).unwrap();
         assert!(acc > 95.0, "separable accuracy {acc}");
         let mut shuffled = train_y.clone();
         Rng::new(9).shuffle(&mut shuffled);
-        let chance = linear_probe_top1(&train, &shuffled, &test, &test_y, 2, &cfg, &Device::Cpu).unwrap();
-        assert!(chance < 70.0, "shuffled labels should give about chance, got {chance}");
+        let chance =
+            linear_probe_top1(&train, &shuffled, &test, &test_y, 2, &cfg, &Device::Cpu).unwrap();
+        assert!(
+            chance < 70.0,
+            "shuffled labels should give about chance, got {chance}"
+        );
     }
 
     #[test]
     fn out_of_range_label_is_an_error() {
-        let f = Features { data: vec![0.0; 4], dim: 2 };
-        assert!(linear_probe_top1(&f, &[0, 5], &f, &[0, 1], 2, &LinearProbeConfig::default(), &Device::Cpu).is_err());
+        let f = Features {
+            data: vec![0.0; 4],
+            dim: 2,
+        };
+        assert!(linear_probe_top1(
+            &f,
+            &[0, 5],
+            &f,
+            &[0, 1],
+            2,
+            &LinearProbeConfig::default(),
+            &Device::Cpu
+        )
+        .is_err());
     }
 }

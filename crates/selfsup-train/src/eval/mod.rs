@@ -26,16 +26,42 @@ pub struct EvalReport {
 ///
 /// # Errors
 /// If a split has no labels or on tensor errors.
-pub fn evaluate(encoder: &dyn Encoder, train: &Dataset, test: &Dataset, device: &Device, seed: u64) -> Result<EvalReport> {
+pub fn evaluate(
+    encoder: &dyn Encoder,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    seed: u64,
+) -> Result<EvalReport> {
     let labels = |d: &Dataset| {
-        d.labels.clone().ok_or_else(|| TrainError::config("dataset", format!("{} has no labels to evaluate with", d.name)))
+        d.labels.clone().ok_or_else(|| {
+            TrainError::config(
+                "dataset",
+                format!("{} has no labels to evaluate with", d.name),
+            )
+        })
     };
     let (train_y, test_y) = (labels(train)?, labels(test)?);
     let classes = train.num_classes.max(test.num_classes);
     let train_f = extract_features(encoder, train, device, "features (train)")?;
     let test_f = extract_features(encoder, test, device, "features (test)")?;
-    let knn = knn_top1(&train_f, &train_y, &test_f, &test_y, classes, 200, 0.1, device)?;
-    let linear =
-        linear_probe_top1(&train_f, &train_y, &test_f, &test_y, classes, &LinearProbeConfig { seed, ..Default::default() }, device)?;
-    Ok(EvalReport { linear_probe_top1: linear, knn_top1: knn })
+    let knn = knn_top1(
+        &train_f, &train_y, &test_f, &test_y, classes, 200, 0.1, device,
+    )?;
+    let linear = linear_probe_top1(
+        &train_f,
+        &train_y,
+        &test_f,
+        &test_y,
+        classes,
+        &LinearProbeConfig {
+            seed,
+            ..Default::default()
+        },
+        device,
+    )?;
+    Ok(EvalReport {
+        linear_probe_top1: linear,
+        knn_top1: knn,
+    })
 }

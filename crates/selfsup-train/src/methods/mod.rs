@@ -7,6 +7,7 @@ use crate::config::TrainConfig;
 use crate::method::Method;
 use crate::{Result, TrainError};
 use candle_nn::VarBuilder;
+use selfsup_encoders::EncoderKind;
 
 /// Names accepted by `--method`.
 pub const METHODS: &[&str] = &["simclr"];
@@ -29,7 +30,19 @@ pub fn build_method(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Resul
         "simclr" => Ok(Box::new(SimClr::new(cfg, data, vb)?)),
         other => Err(TrainError::config(
             "method",
-            format!("unknown method {other:?}; available: {}", METHODS.join(", ")),
+            format!(
+                "unknown method {other:?}; available: {}",
+                METHODS.join(", ")
+            ),
         )),
     }
+}
+
+/// Parses `cfg.encoder`, applying `cfg.width` to the small-cnn.
+pub(crate) fn encoder_kind(cfg: &TrainConfig) -> Result<EncoderKind> {
+    let kind: EncoderKind = cfg
+        .encoder
+        .parse()
+        .map_err(|e| TrainError::config("encoder", format!("{e}")))?;
+    Ok(kind.with_width(cfg.width))
 }

@@ -1,6 +1,6 @@
 //! SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
 //! Representations"): two augmented views per image, a projection head, and NT-Xent.
-use super::DataShape;
+use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
 use crate::method::{Method, ENCODER_PREFIX};
 use crate::{Result, TrainError};
@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use candle_nn::{ModuleT, VarBuilder};
 use selfsup_contrastive::{nt_xent, ProjectionHead};
 use selfsup_data::{Batch, ColorJitter, SimclrViews, ViewRecipe};
-use selfsup_encoders::{Encoder, EncoderKind};
+use selfsup_encoders::Encoder;
 use std::sync::Arc;
 
 /// SimCLR: encoder → projection head → NT-Xent between the two views of each image.
@@ -28,7 +28,10 @@ impl SimClr {
         if cfg.batch_size < 2 {
             return Err(TrainError::config(
                 "batch-size",
-                format!("SimCLR needs at least 2 images per batch for negatives, got {}", cfg.batch_size),
+                format!(
+                    "SimCLR needs at least 2 images per batch for negatives, got {}",
+                    cfg.batch_size
+                ),
             ));
         }
         let kind = encoder_kind(cfg)?;
@@ -38,19 +41,23 @@ impl SimClr {
         let mut views = SimclrViews::for_size(data.size);
         views.crop_scale = (cfg.crop_min_scale, 1.0);
         views.jitter_p = cfg.jitter_p;
-        views.jitter = ColorJitter::new(cfg.jitter, cfg.jitter, cfg.jitter, (cfg.jitter * 0.25).min(0.5));
-        Ok(Self { encoder, head, views: Arc::new(views), temperature: cfg.temperature })
+        views.jitter = ColorJitter::new(
+            cfg.jitter,
+            cfg.jitter,
+            cfg.jitter,
+            (cfg.jitter * 0.25).min(0.5),
+        );
+        Ok(Self {
+            encoder,
+            head,
+            views: Arc::new(views),
+            temperature: cfg.temperature,
+        })
     }
 
     fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.head.forward_t(&self.encoder.forward_t(x, true)?, true)
     }
-}
-
-/// Parses `cfg.encoder`, applying `cfg.width` to the small-cnn.
-pub(crate) fn encoder_kind(cfg: &TrainConfig) -> Result<EncoderKind> {
-    let kind: EncoderKind = cfg.encoder.parse().map_err(|e| TrainError::config("encoder", format!("{e}")))?;
-    Ok(kind.with_width(cfg.width))
 }
 
 impl Method for SimClr {
@@ -64,7 +71,10 @@ impl Method for SimClr {
 
     fn loss(&mut self, batch: &Batch) -> candle_core::Result<Tensor> {
         let [v0, v1] = batch.views.as_slice() else {
-            candle_core::bail!("SimCLR expects 2 views per image, got {}", batch.views.len())
+            candle_core::bail!(
+                "SimCLR expects 2 views per image, got {}",
+                batch.views.len()
+            )
         };
         // Both views go through the encoder as one batch, so BN sees 2N images as in the paper.
         let n = v0.dim(0)?;

@@ -21,9 +21,24 @@ impl AdamW {
     ///
     /// # Errors
     /// On tensor errors while allocating buffers.
-    pub fn new(params: Vec<Param>, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Result<Self> {
+    pub fn new(
+        params: Vec<Param>,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Self> {
         let (m, v) = (zero_buffers(&params)?, zero_buffers(&params)?);
-        Ok(Self { params, m, v, t: 0, beta1, beta2, eps, weight_decay })
+        Ok(Self {
+            params,
+            m,
+            v,
+            t: 0,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        })
     }
 }
 
@@ -32,8 +47,15 @@ impl Optimizer for AdamW {
         self.t += 1;
         let c1 = 1.0 - self.beta1.powi(self.t as i32);
         let c2 = 1.0 - self.beta2.powi(self.t as i32);
-        for ((p, m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+        for ((p, m), v) in self
+            .params
+            .iter()
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
             *m = ((&*m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let step = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + self.eps)?)?;
@@ -60,7 +82,9 @@ impl Optimizer for AdamW {
         let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
         load_buffers(&mut self.m, state, |i| format!("{}.exp_avg", names[i]))?;
         load_buffers(&mut self.v, state, |i| format!("{}.exp_avg_sq", names[i]))?;
-        let t = state.get("adamw.step").ok_or_else(|| candle_core::Error::Msg("optimizer state lacks adamw.step".into()))?;
+        let t = state
+            .get("adamw.step")
+            .ok_or_else(|| candle_core::Error::Msg("optimizer state lacks adamw.step".into()))?;
         self.t = t.to_vec1::<f64>()?.first().copied().unwrap_or(0.0) as u64;
         Ok(())
     }

@@ -4,7 +4,11 @@ use candle_core::{DType, Result, Tensor};
 use std::collections::HashMap;
 
 fn norm(t: &Tensor) -> Result<f64> {
-    t.sqr()?.sum_all()?.sqrt()?.to_dtype(DType::F64)?.to_scalar::<f64>()
+    t.sqr()?
+        .sum_all()?
+        .sqrt()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
 }
 
 /// LARS, layer-wise adaptive rate scaling (You et al. 2017, "Large Batch Training of
@@ -25,19 +29,31 @@ impl Lars {
     /// On tensor errors while allocating buffers.
     pub fn new(params: Vec<Param>, momentum: f64, weight_decay: f64, eta: f64) -> Result<Self> {
         let momentum_bufs = zero_buffers(&params)?;
-        Ok(Self { params, momentum: momentum_bufs, mu: momentum, weight_decay, eta })
+        Ok(Self {
+            params,
+            momentum: momentum_bufs,
+            mu: momentum,
+            weight_decay,
+            eta,
+        })
     }
 }
 
 impl Optimizer for Lars {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (p, buf) in self.params.iter().zip(self.momentum.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
             let w = p.var.as_tensor();
             let (g, trust) = if p.decay {
                 let g = (g + (w * self.weight_decay)?)?;
                 let (wn, gn) = (norm(w)?, norm(&g)?);
-                let trust = if wn > 0.0 && gn > 0.0 { self.eta * wn / gn } else { 1.0 };
+                let trust = if wn > 0.0 && gn > 0.0 {
+                    self.eta * wn / gn
+                } else {
+                    1.0
+                };
                 (g, trust)
             } else {
                 (g.clone(), 1.0)
@@ -49,11 +65,17 @@ impl Optimizer for Lars {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.params.iter().zip(&self.momentum).map(|(p, b)| (format!("{}.momentum", p.name), b.clone())).collect()
+        self.params
+            .iter()
+            .zip(&self.momentum)
+            .map(|(p, b)| (format!("{}.momentum", p.name), b.clone()))
+            .collect()
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
-        load_buffers(&mut self.momentum, state, |i| format!("{}.momentum", names[i]))
+        load_buffers(&mut self.momentum, state, |i| {
+            format!("{}.momentum", names[i])
+        })
     }
 }

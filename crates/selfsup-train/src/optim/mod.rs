@@ -42,7 +42,11 @@ pub fn trainable_params(varmap: &VarMap, prefixes: &[&str]) -> Vec<Param> {
         .iter()
         .filter(|(name, _)| !is_running_stat(name))
         .filter(|(name, _)| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p)))
-        .map(|(name, var)| Param { name: name.clone(), var: var.clone(), decay: var.rank() >= 2 })
+        .map(|(name, var)| Param {
+            name: name.clone(),
+            var: var.clone(),
+            decay: var.rank() >= 2,
+        })
         .collect();
     params.sort_by(|a, b| a.name.cmp(&b.name));
     params
@@ -69,18 +73,35 @@ pub trait Optimizer: Send {
 /// Builds the optimizer that `cfg` names over `params`.
 pub fn build_optimizer(cfg: &TrainConfig, params: Vec<Param>) -> Result<Box<dyn Optimizer>> {
     if params.is_empty() {
-        return Err(TrainError::config("method", "the model has no trainable parameters"));
+        return Err(TrainError::config(
+            "method",
+            "the model has no trainable parameters",
+        ));
     }
     Ok(match cfg.optimizer {
-        OptimizerKind::Sgd => Box::new(Sgd::new(params, cfg.momentum, cfg.nesterov, cfg.weight_decay)?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(
+            params,
+            cfg.momentum,
+            cfg.nesterov,
+            cfg.weight_decay,
+        )?),
         OptimizerKind::Lars => Box::new(Lars::new(params, cfg.momentum, cfg.weight_decay, 0.001)?),
-        OptimizerKind::Adamw => Box::new(AdamW::new(params, cfg.momentum, 0.999, 1e-8, cfg.weight_decay)?),
+        OptimizerKind::Adamw => Box::new(AdamW::new(
+            params,
+            cfg.momentum,
+            0.999,
+            1e-8,
+            cfg.weight_decay,
+        )?),
     })
 }
 
 /// One named zero buffer per parameter, the shape of its variable.
 pub(crate) fn zero_buffers(params: &[Param]) -> candle_core::Result<Vec<Tensor>> {
-    params.iter().map(|p| p.var.as_tensor().zeros_like()).collect()
+    params
+        .iter()
+        .map(|p| p.var.as_tensor().zeros_like())
+        .collect()
 }
 
 /// Loads `key(i)` for each buffer, checking shapes.
@@ -91,9 +112,15 @@ pub(crate) fn load_buffers(
 ) -> candle_core::Result<()> {
     for (i, buf) in bufs.iter_mut().enumerate() {
         let k = key(i);
-        let t = state.get(&k).ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {k}")))?;
+        let t = state
+            .get(&k)
+            .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {k}")))?;
         if t.dims() != buf.dims() {
-            candle_core::bail!("optimizer state {k} has shape {:?}, expected {:?}", t.dims(), buf.dims())
+            candle_core::bail!(
+                "optimizer state {k} has shape {:?}, expected {:?}",
+                t.dims(),
+                buf.dims()
+            )
         }
         *buf = t.to_device(buf.device())?.to_dtype(buf.dtype())?;
     }
@@ -105,11 +132,19 @@ pub(crate) fn load_buffers(
 ///
 /// # Errors
 /// On tensor errors.
-pub fn clip_grad_norm(params: &[Param], grads: &mut GradStore, max_norm: f64) -> candle_core::Result<f64> {
+pub fn clip_grad_norm(
+    params: &[Param],
+    grads: &mut GradStore,
+    max_norm: f64,
+) -> candle_core::Result<f64> {
     let mut total = 0f64;
     for p in params {
         if let Some(g) = grads.get(p.var.as_tensor()) {
-            total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            total += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = total.sqrt();
@@ -130,25 +165,64 @@ mod tests {
     use candle_core::{DType, Device};
 
     /// Minimises ½‖w − 3‖² from w = 0 and returns w after `steps` updates.
-    pub(super) fn descend(opt_of: impl Fn(Vec<Param>) -> Box<dyn Optimizer>, lr: f64, steps: usize) -> f32 {
+    pub(super) fn descend(
+        opt_of: impl Fn(Vec<Param>) -> Box<dyn Optimizer>,
+        lr: f64,
+        steps: usize,
+    ) -> f32 {
         let var = Var::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
-        let params = vec![Param { name: "w".into(), var: var.clone(), decay: false }];
+        let params = vec![Param {
+            name: "w".into(),
+            var: var.clone(),
+            decay: false,
+        }];
         let mut opt = opt_of(params);
         for _ in 0..steps {
-            let loss = (var.as_tensor() - 3.0).unwrap().sqr().unwrap().sum_all().unwrap() * 0.5;
+            let loss = (var.as_tensor() - 3.0)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                * 0.5;
             let grads = loss.unwrap().backward().unwrap();
             opt.step(&grads, lr).unwrap();
         }
-        var.as_tensor().mean_all().unwrap().to_scalar::<f32>().unwrap()
+        var.as_tensor()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]
     fn all_optimizers_converge_on_a_quadratic() {
-        let sgd = descend(|p| Box::new(Sgd::new(p, 0.9, false, 0.0).unwrap()), 0.05, 200);
-        let nesterov = descend(|p| Box::new(Sgd::new(p, 0.9, true, 0.0).unwrap()), 0.05, 200);
-        let lars = descend(|p| Box::new(Lars::new(p, 0.9, 0.0, 0.001).unwrap()), 0.05, 200);
-        let adamw = descend(|p| Box::new(AdamW::new(p, 0.9, 0.999, 1e-8, 0.0).unwrap()), 0.1, 300);
-        for (name, w) in [("sgd", sgd), ("nesterov", nesterov), ("lars", lars), ("adamw", adamw)] {
+        let sgd = descend(
+            |p| Box::new(Sgd::new(p, 0.9, false, 0.0).unwrap()),
+            0.05,
+            200,
+        );
+        let nesterov = descend(
+            |p| Box::new(Sgd::new(p, 0.9, true, 0.0).unwrap()),
+            0.05,
+            200,
+        );
+        let lars = descend(
+            |p| Box::new(Lars::new(p, 0.9, 0.0, 0.001).unwrap()),
+            0.05,
+            200,
+        );
+        let adamw = descend(
+            |p| Box::new(AdamW::new(p, 0.9, 0.999, 1e-8, 0.0).unwrap()),
+            0.1,
+            300,
+        );
+        for (name, w) in [
+            ("sgd", sgd),
+            ("nesterov", nesterov),
+            ("lars", lars),
+            ("adamw", adamw),
+        ] {
             assert!((w - 3.0).abs() < 0.05, "{name} ended at {w}");
         }
     }
@@ -156,12 +230,29 @@ mod tests {
     #[test]
     fn clipping_bounds_the_global_norm() {
         let var = Var::ones(4, DType::F32, &Device::Cpu).unwrap();
-        let params = vec![Param { name: "w".into(), var: var.clone(), decay: false }];
-        let mut grads = (var.as_tensor() * 10.0).unwrap().sum_all().unwrap().backward().unwrap();
+        let params = vec![Param {
+            name: "w".into(),
+            var: var.clone(),
+            decay: false,
+        }];
+        let mut grads = (var.as_tensor() * 10.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let before = clip_grad_norm(&params, &mut grads, 1.0).unwrap();
         assert!((before - 20.0).abs() < 1e-4);
         let g = grads.get(var.as_tensor()).unwrap();
-        let after = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+        let after = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((after - 1.0).abs() < 1e-3, "{after}");
     }
 
@@ -169,15 +260,25 @@ mod tests {
     fn state_roundtrip_continues_identically() {
         let run = |split: Option<usize>| {
             let var = Var::zeros(3, DType::F32, &Device::Cpu).unwrap();
-            let params = vec![Param { name: "w".into(), var: var.clone(), decay: true }];
-            let mut opt: Box<dyn Optimizer> = Box::new(AdamW::new(params.clone(), 0.9, 0.999, 1e-8, 0.01).unwrap());
+            let params = vec![Param {
+                name: "w".into(),
+                var: var.clone(),
+                decay: true,
+            }];
+            let mut opt: Box<dyn Optimizer> =
+                Box::new(AdamW::new(params.clone(), 0.9, 0.999, 1e-8, 0.01).unwrap());
             for step in 0..10 {
                 if split == Some(step) {
                     let state: HashMap<_, _> = opt.state().into_iter().collect();
                     opt = Box::new(AdamW::new(params.clone(), 0.9, 0.999, 1e-8, 0.01).unwrap());
                     opt.load_state(&state).unwrap();
                 }
-                let loss = (var.as_tensor() - 1.0).unwrap().sqr().unwrap().sum_all().unwrap();
+                let loss = (var.as_tensor() - 1.0)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
                 opt.step(&loss.backward().unwrap(), 0.1).unwrap();
             }
             var.as_tensor().to_vec1::<f32>().unwrap()

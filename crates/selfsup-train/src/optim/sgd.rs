@@ -18,31 +18,58 @@ impl Sgd {
     ///
     /// # Errors
     /// On tensor errors while allocating buffers.
-    pub fn new(params: Vec<Param>, momentum: f64, nesterov: bool, weight_decay: f64) -> Result<Self> {
+    pub fn new(
+        params: Vec<Param>,
+        momentum: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    ) -> Result<Self> {
         let momentum_bufs = zero_buffers(&params)?;
-        Ok(Self { params, momentum: momentum_bufs, mu: momentum, nesterov, weight_decay })
+        Ok(Self {
+            params,
+            momentum: momentum_bufs,
+            mu: momentum,
+            nesterov,
+            weight_decay,
+        })
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (p, buf) in self.params.iter().zip(self.momentum.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
             let w = p.var.as_tensor();
-            let g = if p.decay && self.weight_decay > 0.0 { (g + (w * self.weight_decay)?)? } else { g.clone() };
+            let g = if p.decay && self.weight_decay > 0.0 {
+                (g + (w * self.weight_decay)?)?
+            } else {
+                g.clone()
+            };
             *buf = ((&*buf * self.mu)? + &g)?;
-            let update = if self.nesterov { (g + (&*buf * self.mu)?)? } else { buf.clone() };
+            let update = if self.nesterov {
+                (g + (&*buf * self.mu)?)?
+            } else {
+                buf.clone()
+            };
             p.var.set(&(w - (update * lr)?)?)?;
         }
         Ok(())
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.params.iter().zip(&self.momentum).map(|(p, b)| (format!("{}.momentum", p.name), b.clone())).collect()
+        self.params
+            .iter()
+            .zip(&self.momentum)
+            .map(|(p, b)| (format!("{}.momentum", p.name), b.clone()))
+            .collect()
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
-        load_buffers(&mut self.momentum, state, |i| format!("{}.momentum", names[i]))
+        load_buffers(&mut self.momentum, state, |i| {
+            format!("{}.momentum", names[i])
+        })
     }
 }
