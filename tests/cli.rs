@@ -66,6 +66,24 @@ fn mnist_dir(images: &[u8], labels: &[u8]) -> tempfile::TempDir {
     dir
 }
 
+/// A fake MNIST folder with both splits of `n` images whose pixels vary with the image and label.
+fn varied_mnist_dir(n: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (images, labels) in [
+        ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    ] {
+        let mut img = idx_images(2051, n);
+        for (i, p) in img[16..].iter_mut().enumerate() {
+            let (image, pixel) = (i / 784, i % 784);
+            *p = ((pixel * (image % 10 + 1) + image * 7) % 256) as u8;
+        }
+        gz(&dir.path().join(images), &img);
+        gz(&dir.path().join(labels), &idx_labels(n));
+    }
+    dir
+}
+
 fn pretrain_on(dir: &Path) -> Output {
     let out = dir.join("run");
     xtask(&[
@@ -165,7 +183,7 @@ fn unknown_method_and_encoder_are_named() {
 
 #[test]
 fn tiny_run_writes_a_complete_run_folder_and_refuses_to_overwrite_it() {
-    let dir = mnist_dir(&idx_images(2051, 16), &idx_labels(16));
+    let dir = varied_mnist_dir(16);
     let run = dir.path().join("run");
     let args = [
         "pretrain",
@@ -201,4 +219,75 @@ fn tiny_run_writes_a_complete_run_folder_and_refuses_to_overwrite_it() {
     assert_eq!(metrics.lines().count(), 2);
     assert!(metrics.contains("\"images_per_s\""));
     assert_clean_error(&xtask(&args), &["--resume"]);
+}
+
+#[test]
+fn sigkilled_run_resumes_to_identical_weights() {
+    let dir = varied_mnist_dir(512);
+    let data = dir.path().to_str().unwrap().to_string();
+    let run = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let args = |out: &str| -> Vec<String> {
+        [
+            "pretrain",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            &data,
+            "--out",
+            out,
+            "--max-steps",
+            "24",
+            "--batch-size",
+            "32",
+            "--width",
+            "4",
+            "--checkpoint-every",
+            "4",
+            "--no-eval",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let full = xtask(
+        &args(&run("full"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        full.status.success(),
+        "{}",
+        String::from_utf8_lossy(&full.stderr)
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args(&run("killed")))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = dir.path().join("killed/checkpoints/latest");
+    let start = std::time::Instant::now();
+    while !latest.exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    let at = std::fs::read_to_string(&latest).unwrap();
+    assert!(
+        !status.success() && at.trim() != "step-00000024",
+        "the run finished before it was killed ({at})"
+    );
+
+    let mut resume = args(&run("killed"));
+    resume.push("--resume".into());
+    let resumed = xtask(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let a = std::fs::read(dir.path().join("full/encoder.safetensors")).unwrap();
+    let b = std::fs::read(dir.path().join("killed/encoder.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
 }
