@@ -1,4 +1,4 @@
-use super::{load_buffers, zero_buffers, Optimizer, Param};
+use super::{detached_grad_and_weight, load_buffers, zero_buffers, Optimizer, Param};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor};
 use std::collections::HashMap;
@@ -53,15 +53,14 @@ impl Optimizer for AdamW {
             .zip(self.m.iter_mut())
             .zip(self.v.iter_mut())
         {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some((g, w)) = detached_grad_and_weight(p, grads) else {
                 continue;
             };
-            *m = ((&*m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let step = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + self.eps)?)?;
-            let w = p.var.as_tensor();
             let decay = if p.decay { self.weight_decay } else { 0.0 };
-            p.var.set(&((w * (1.0 - lr * decay))? - (step * lr)?)?)?;
+            p.var.set(&((&w * (1.0 - lr * decay))? - (step * lr)?)?)?;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-use super::{load_buffers, zero_buffers, Optimizer, Param};
+use super::{detached_grad_and_weight, load_buffers, zero_buffers, Optimizer, Param};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor};
 use std::collections::HashMap;
@@ -42,13 +42,12 @@ impl Lars {
 impl Optimizer for Lars {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (p, buf) in self.params.iter().zip(self.momentum.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some((g, w)) = detached_grad_and_weight(p, grads) else {
                 continue;
             };
-            let w = p.var.as_tensor();
             let (g, trust) = if p.decay {
-                let g = (g + (w * self.weight_decay)?)?;
-                let (wn, gn) = (norm(w)?, norm(&g)?);
+                let g = (g + (&w * self.weight_decay)?)?;
+                let (wn, gn) = (norm(&w)?, norm(&g)?);
                 let trust = if wn > 0.0 && gn > 0.0 {
                     self.eta * wn / gn
                 } else {
@@ -56,10 +55,10 @@ impl Optimizer for Lars {
                 };
                 (g, trust)
             } else {
-                (g.clone(), 1.0)
+                (g, 1.0)
             };
             *buf = ((&*buf * self.mu)? + (g * (lr * trust))?)?;
-            p.var.set(&(w - &*buf)?)?;
+            p.var.set(&(&w - &*buf)?)?;
         }
         Ok(())
     }

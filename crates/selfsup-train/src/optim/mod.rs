@@ -96,6 +96,16 @@ pub fn build_optimizer(cfg: &TrainConfig, params: Vec<Param>) -> Result<Box<dyn 
     })
 }
 
+/// The gradient of `p` and its current value, both detached from any graph.
+///
+/// candle does not detach the gradients of variables: a weight's gradient still
+/// references the activations it was computed from. Optimizer state built from it
+/// would keep every step's graph alive, so everything here is detached first.
+pub(crate) fn detached_grad_and_weight(p: &Param, grads: &GradStore) -> Option<(Tensor, Tensor)> {
+    let g = grads.get(p.var.as_tensor())?.detach();
+    Some((g, p.var.as_tensor().detach()))
+}
+
 /// One named zero buffer per parameter, the shape of its variable.
 pub(crate) fn zero_buffers(params: &[Param]) -> candle_core::Result<Vec<Tensor>> {
     params
@@ -224,6 +234,26 @@ mod tests {
             ("adamw", adamw),
         ] {
             assert!((w - 3.0).abs() < 0.05, "{name} ended at {w}");
+        }
+    }
+
+    #[test]
+    fn optimizer_state_holds_no_graph() {
+        // A gradient that references an activation, as candle's conv/matmul gradients do.
+        let x = Var::ones((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let w = Var::ones((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let params = vec![Param { name: "w".into(), var: w.clone(), decay: true }];
+        let opts: Vec<Box<dyn Optimizer>> = vec![
+            Box::new(Sgd::new(params.clone(), 0.9, true, 0.1).unwrap()),
+            Box::new(Lars::new(params.clone(), 0.9, 0.1, 0.001).unwrap()),
+            Box::new(AdamW::new(params.clone(), 0.9, 0.999, 1e-8, 0.1).unwrap()),
+        ];
+        for mut opt in opts {
+            let h = (x.as_tensor().exp().unwrap()).matmul(w.as_tensor()).unwrap();
+            opt.step(&h.sum_all().unwrap().backward().unwrap(), 0.1).unwrap();
+            for (name, t) in opt.state() {
+                assert!(!t.track_op(), "{name} keeps a reference to the graph");
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-use super::{load_buffers, zero_buffers, Optimizer, Param};
+use super::{detached_grad_and_weight, load_buffers, zero_buffers, Optimizer, Param};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 use std::collections::HashMap;
@@ -38,14 +38,13 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (p, buf) in self.params.iter().zip(self.momentum.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some((g, w)) = detached_grad_and_weight(p, grads) else {
                 continue;
             };
-            let w = p.var.as_tensor();
             let g = if p.decay && self.weight_decay > 0.0 {
-                (g + (w * self.weight_decay)?)?
+                (g + (&w * self.weight_decay)?)?
             } else {
-                g.clone()
+                g
             };
             *buf = ((&*buf * self.mu)? + &g)?;
             let update = if self.nesterov {
@@ -53,7 +52,7 @@ impl Optimizer for Sgd {
             } else {
                 buf.clone()
             };
-            p.var.set(&(w - (update * lr)?)?)?;
+            p.var.set(&(&w - (update * lr)?)?)?;
         }
         Ok(())
     }
