@@ -13,7 +13,6 @@ use std::path::PathBuf;
 pub fn random_init_report(
     cfg: &TrainConfig,
     train: &Dataset,
-    test: &Dataset,
     device: &Device,
 ) -> Result<EvalReport> {
     let kind: EncoderKind = cfg
@@ -25,7 +24,8 @@ pub fn random_init_report(
     let encoder = kind
         .with_width(cfg.width)
         .build(train.channels, vb.pp("encoder"))?;
-    Ok(evaluate(encoder.as_ref(), train, test, device, cfg.seed)?)
+    let test = selfsup::data::load(&cfg.dataset, Split::Test, cfg.data_dir.as_deref())?;
+    Ok(evaluate(encoder.as_ref(), train, &test, device, cfg.seed)?)
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -45,19 +45,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let Some(step) = trainer.resume()? else {
             bail!("{}: has no checkpoint to evaluate", run_dir.display())
         };
-        let test = selfsup::data::load(&cfg.dataset, Split::Test, cfg.data_dir.as_deref())?;
-        let report = evaluate(
-            trainer.encoder(),
-            trainer.train_set(),
-            &test,
-            &device,
-            cfg.seed,
-        )?;
-        let per_epoch = trainer.train_set().len() / cfg.batch_size;
-        let seconds = selfsup::train::checkpoint::latest_checkpoint(run_dir)?
-            .map(|d| selfsup::train::checkpoint::load_checkpoint(&d, &Device::Cpu))
-            .transpose()?
-            .map_or(0.0, |c| c.state.train_seconds);
+        let report = trainer.evaluate()?;
+        let (per_epoch, seconds) = (trainer.steps_per_epoch(), trainer.train_seconds());
         (
             EvalFile::new(&cfg, step, per_epoch, seconds, &report),
             args.out.clone().unwrap_or(run_dir.clone()),
@@ -73,8 +62,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             ..Default::default()
         };
         let train = selfsup::data::load(&cfg.dataset, Split::Train, cfg.data_dir.as_deref())?;
-        let test = selfsup::data::load(&cfg.dataset, Split::Test, cfg.data_dir.as_deref())?;
-        let report = random_init_report(&cfg, &train, &test, &device)?;
+        let report = random_init_report(&cfg, &train, &device)?;
         let default_out = PathBuf::from("runs").join(format!(
             "random-init-{}-{}",
             args.encoder,

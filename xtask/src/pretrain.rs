@@ -109,18 +109,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     if args.no_eval {
         return Ok(());
     }
-    let test = selfsup::data::load(
-        &cfg.dataset,
-        selfsup::data::Split::Test,
-        cfg.data_dir.as_deref(),
-    )?;
-    let report = selfsup::train::evaluate(
-        trainer.encoder(),
-        trainer.train_set(),
-        &test,
-        &device,
-        cfg.seed,
-    )?;
+    let report = trainer.evaluate()?;
     let eval = EvalFile::new(
         &cfg,
         outcome.steps,
@@ -129,7 +118,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         &report,
     );
     eval.write(&dir)?;
-    let baseline = crate::eval_cmd::random_init_report(&cfg, trainer.train_set(), &test, &device)?;
+    let baseline = crate::eval_cmd::random_init_report(&cfg, trainer.train_set(), &device)?;
     print_summary(&eval, &baseline);
     Ok(())
 }

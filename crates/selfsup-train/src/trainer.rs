@@ -145,6 +145,36 @@ impl Trainer {
         self.step
     }
 
+    /// Wall-clock training seconds so far, summed over resumed segments.
+    pub fn train_seconds(&self) -> f64 {
+        self.train_seconds
+    }
+
+    /// Optimizer steps per epoch (incomplete last batches are dropped).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train_set.len() / self.cfg.batch_size
+    }
+
+    /// Evaluates the encoder on frozen features of the training and test splits.
+    ///
+    /// # Errors
+    /// If the test split cannot be loaded or has no labels.
+    pub fn evaluate(&self) -> Result<crate::EvalReport> {
+        let cfg = &self.cfg;
+        let test = selfsup_data::load(
+            &cfg.dataset,
+            selfsup_data::Split::Test,
+            cfg.data_dir.as_deref(),
+        )?;
+        crate::evaluate(
+            self.encoder(),
+            &self.train_set,
+            &test,
+            &self.device,
+            cfg.seed,
+        )
+    }
+
     fn checkpoint(&self) -> Result<PathBuf> {
         save_checkpoint(
             &self.run_dir,

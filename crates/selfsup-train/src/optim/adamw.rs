@@ -1,4 +1,6 @@
-use super::{detached_grad_and_weight, load_buffers, zero_buffers, Optimizer, Param};
+use super::{
+    detached_grad_and_weight, load_buffers, named_buffers, zero_buffers, Optimizer, Param,
+};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor};
 use std::collections::HashMap;
@@ -66,11 +68,8 @@ impl Optimizer for AdamW {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = Vec::new();
-        for ((p, m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
-            out.push((format!("{}.exp_avg", p.name), m.clone()));
-            out.push((format!("{}.exp_avg_sq", p.name), v.clone()));
-        }
+        let mut out = named_buffers(&self.params, &self.m, "exp_avg");
+        out.extend(named_buffers(&self.params, &self.v, "exp_avg_sq"));
         if let Ok(t) = Tensor::new(&[self.t as f64], &Device::Cpu) {
             out.push(("adamw.step".into(), t));
         }
@@ -78,9 +77,8 @@ impl Optimizer for AdamW {
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
-        load_buffers(&mut self.m, state, |i| format!("{}.exp_avg", names[i]))?;
-        load_buffers(&mut self.v, state, |i| format!("{}.exp_avg_sq", names[i]))?;
+        load_buffers(&mut self.m, state, &self.params, "exp_avg")?;
+        load_buffers(&mut self.v, state, &self.params, "exp_avg_sq")?;
         let t = state
             .get("adamw.step")
             .ok_or_else(|| candle_core::Error::Msg("optimizer state lacks adamw.step".into()))?;

@@ -114,14 +114,28 @@ pub(crate) fn zero_buffers(params: &[Param]) -> candle_core::Result<Vec<Tensor>>
         .collect()
 }
 
-/// Loads `key(i)` for each buffer, checking shapes.
+/// The buffers named `<param>.<suffix>`, for [`Optimizer::state`].
+pub(crate) fn named_buffers(
+    params: &[Param],
+    bufs: &[Tensor],
+    suffix: &str,
+) -> Vec<(String, Tensor)> {
+    params
+        .iter()
+        .zip(bufs)
+        .map(|(p, b)| (format!("{}.{suffix}", p.name), b.clone()))
+        .collect()
+}
+
+/// Loads each buffer from `<param>.<suffix>` in `state`, checking shapes.
 pub(crate) fn load_buffers(
     bufs: &mut [Tensor],
     state: &HashMap<String, Tensor>,
-    key: impl Fn(usize) -> String,
+    params: &[Param],
+    suffix: &str,
 ) -> candle_core::Result<()> {
-    for (i, buf) in bufs.iter_mut().enumerate() {
-        let k = key(i);
+    for (p, buf) in params.iter().zip(bufs.iter_mut()) {
+        let k = format!("{}.{suffix}", p.name);
         let t = state
             .get(&k)
             .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {k}")))?;
@@ -242,15 +256,22 @@ mod tests {
         // A gradient that references an activation, as candle's conv/matmul gradients do.
         let x = Var::ones((2, 2), DType::F32, &Device::Cpu).unwrap();
         let w = Var::ones((2, 2), DType::F32, &Device::Cpu).unwrap();
-        let params = vec![Param { name: "w".into(), var: w.clone(), decay: true }];
+        let params = vec![Param {
+            name: "w".into(),
+            var: w.clone(),
+            decay: true,
+        }];
         let opts: Vec<Box<dyn Optimizer>> = vec![
             Box::new(Sgd::new(params.clone(), 0.9, true, 0.1).unwrap()),
             Box::new(Lars::new(params.clone(), 0.9, 0.1, 0.001).unwrap()),
             Box::new(AdamW::new(params.clone(), 0.9, 0.999, 1e-8, 0.1).unwrap()),
         ];
         for mut opt in opts {
-            let h = (x.as_tensor().exp().unwrap()).matmul(w.as_tensor()).unwrap();
-            opt.step(&h.sum_all().unwrap().backward().unwrap(), 0.1).unwrap();
+            let h = (x.as_tensor().exp().unwrap())
+                .matmul(w.as_tensor())
+                .unwrap();
+            opt.step(&h.sum_all().unwrap().backward().unwrap(), 0.1)
+                .unwrap();
             for (name, t) in opt.state() {
                 assert!(!t.track_op(), "{name} keeps a reference to the graph");
             }

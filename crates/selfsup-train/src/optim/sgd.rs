@@ -1,4 +1,6 @@
-use super::{detached_grad_and_weight, load_buffers, zero_buffers, Optimizer, Param};
+use super::{
+    detached_grad_and_weight, load_buffers, named_buffers, zero_buffers, Optimizer, Param,
+};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 use std::collections::HashMap;
@@ -58,17 +60,10 @@ impl Optimizer for Sgd {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .iter()
-            .zip(&self.momentum)
-            .map(|(p, b)| (format!("{}.momentum", p.name), b.clone()))
-            .collect()
+        named_buffers(&self.params, &self.momentum, "momentum")
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
-        load_buffers(&mut self.momentum, state, |i| {
-            format!("{}.momentum", names[i])
-        })
+        load_buffers(&mut self.momentum, state, &self.params, "momentum")
     }
 }
