@@ -1,27 +1,34 @@
 //! The conv + batch-norm pair that every backbone here is made of.
+//!
+//! On the CPU both run through `selfsup-kernels` (im2col + gemm convolution, fused
+//! batch norm, each with its own backward); on CUDA and Metal the kernels fall back
+//! to candle's own ops.
 
-use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+use selfsup_kernels::{batch_norm_eval, batch_norm_train, conv2d};
 
-/// The batch-norm settings of PyTorch's `BatchNorm2d` defaults.
-const BN: BatchNormConfig = BatchNormConfig {
-    eps: 1e-5,
-    remove_mean: true,
-    affine: true,
-    momentum: 0.1,
-};
+/// PyTorch's `BatchNorm2d` defaults.
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
 
 /// A square `kernel` convolution without bias (padding `kernel / 2`) followed
 /// by batch-norm; no activation.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvBn {
-    conv: Conv2d,
-    bn: BatchNorm,
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+    bn_weight: Tensor,
+    bn_bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
 }
 
 impl ConvBn {
     /// Creates the conv's `weight` under `conv_vb` and the batch-norm's
-    /// `weight`, `bias`, `running_mean` and `running_var` under `bn_vb`.
+    /// `weight`, `bias`, `running_mean` and `running_var` under `bn_vb`
+    /// (the initialisations of `candle_nn::conv2d_no_bias` and `candle_nn::batch_norm`).
     pub(crate) fn new(
         (cin, cout): (usize, usize),
         kernel: usize,
@@ -29,19 +36,119 @@ impl ConvBn {
         conv_vb: VarBuilder,
         bn_vb: VarBuilder,
     ) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: kernel / 2,
-            stride,
-            ..Default::default()
+        let weight = conv_vb.get_with_hints(
+            (cout, cin, kernel, kernel),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let stat = |name, init| -> Result<Var> {
+            Var::from_tensor(&bn_vb.get_with_hints(cout, name, init)?)
         };
         Ok(Self {
-            conv: candle_nn::conv2d_no_bias(cin, cout, kernel, cfg, conv_vb)?,
-            bn: candle_nn::batch_norm(cout, BN, bn_vb)?,
+            weight,
+            stride,
+            padding: kernel / 2,
+            running_mean: stat("running_mean", Init::Const(0.))?,
+            running_var: stat("running_var", Init::Const(1.))?,
+            bn_weight: bn_vb.get_with_hints(cout, "weight", Init::Const(1.))?,
+            bn_bias: bn_vb.get_with_hints(cout, "bias", Init::Const(0.))?,
         })
     }
 
-    /// `(N, cin, H, W)` to `(N, cout, H / stride, W / stride)` (rounded up).
+    /// `(N, cin, H, W)` to `(N, cout, H / stride, W / stride)` (rounded up). In training
+    /// mode the batch statistics normalise and update the running statistics
+    /// (momentum 0.1, unbiased variance, as PyTorch).
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        let y = conv2d(x, &self.weight, self.stride, self.padding)?;
+        if !train {
+            return batch_norm_eval(
+                &y,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                &self.bn_weight,
+                &self.bn_bias,
+                BN_EPS,
+            );
+        }
+        let (out, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias, BN_EPS)?;
+        let (n, _, h, w) = y.dims4()?;
+        let m = (n * h * w) as f64;
+        let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let ema = |running: &Var, batch: Tensor| -> Result<()> {
+            running.set(
+                &((running.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?,
+            )
+        };
+        ema(&self.running_mean, mean.detach())?;
+        ema(&self.running_var, (var.detach() * unbiased)?)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Module, ModuleT};
+    use candle_nn::{BatchNormConfig, Conv2dConfig, VarMap};
+
+    fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let s = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1e-6);
+        d / s
+    }
+
+    /// The fast path agrees with candle-nn's conv + BatchNorm, outputs and running statistics.
+    #[test]
+    fn matches_candle_nn_conv_and_batch_norm() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = crate::seeded_var_builder(&vm, 5, DType::F32, &dev);
+        let ours = ConvBn::new((3, 5), 3, 2, vb.pp("conv"), vb.pp("bn")).unwrap();
+        // candle-nn modules over copies of the same variables.
+        let vm_ref = VarMap::new();
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            vm_ref.data().lock().unwrap().insert(
+                name.clone(),
+                Var::from_tensor(&var.as_tensor().copy().unwrap()).unwrap(),
+            );
+        }
+        let vb_ref = VarBuilder::from_varmap(&vm_ref, DType::F32, &dev);
+        let cfg = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let conv = candle_nn::conv2d_no_bias(3, 5, 3, cfg, vb_ref.pp("conv")).unwrap();
+        let bn_cfg = BatchNormConfig {
+            eps: BN_EPS,
+            remove_mean: true,
+            affine: true,
+            momentum: BN_MOMENTUM,
+        };
+        let bn = candle_nn::batch_norm(5, bn_cfg, vb_ref.pp("bn")).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 9, 7), &dev).unwrap();
+        for train in [true, true, false] {
+            let a = ours.forward_t(&x, train).unwrap();
+            let b = bn.forward_t(&conv.forward(&x).unwrap(), train).unwrap();
+            assert!(max_rel_diff(&a, &b) < 1e-4, "train={train}");
+        }
+        for stat in ["bn.running_mean", "bn.running_var"] {
+            let get = |vm: &VarMap| vm.data().lock().unwrap()[stat].as_tensor().copy().unwrap();
+            assert!(max_rel_diff(&get(&vm), &get(&vm_ref)) < 1e-4, "{stat}");
+        }
     }
 }
