@@ -326,27 +326,8 @@ impl CustomOp3 for BnGradInput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
-
-    fn rand(shape: &[usize], seed: u64) -> Result<Tensor> {
-        let mut s = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu)
-    }
-
-    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
-        assert_eq!(a.dims(), b.dims());
-        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        Ok(diff / b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12))
-    }
+    use crate::test_util::{rand, rel_err};
+    use candle_core::Var;
 
     fn check(shape: [usize; 4]) -> Result<()> {
         let c = shape[1];

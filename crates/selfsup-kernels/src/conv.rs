@@ -50,32 +50,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
 mod tests {
     use super::*;
     use crate::im2col::col2im;
+    use crate::test_util::{rand, rel_err};
     use candle_core::{Device, Var};
-
-    /// Deterministic values in [-1, 1) from a 64-bit LCG.
-    fn rand(shape: &[usize], seed: u64) -> Result<Tensor> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu)
-    }
-
-    /// max |a - b| / max |b|.
-    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
-        assert_eq!(a.dims(), b.dims());
-        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
-        Ok(diff / scale)
-    }
 
     /// An independent convolution built from candle primitives whose
     /// backward passes are correct (pad, narrow, index_select, matmul).

@@ -28,6 +28,8 @@
 mod batch_norm;
 mod conv;
 mod im2col;
+#[cfg(test)]
+mod test_util;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train};
 pub use conv::conv2d;
