@@ -1,4 +1,5 @@
 //! End-to-end tests of the `xtask` binary: bad input gives one clean line and a non-zero exit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -13,7 +13,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Pretrain an encoder, evaluate it on frozen features and export it.
-    Pretrain(PretrainArgs),
+    Pretrain(Box<PretrainArgs>),
     /// Evaluate a run (or a random-init encoder) with kNN and a linear probe.
     Eval(EvalArgs),
     /// Download a dataset from its official source, verifying SHA-256.

@@ -15,7 +15,7 @@ use clap::Parser;
 fn main() {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Pretrain(args) => pretrain::run(args),
+        cli::Command::Pretrain(args) => pretrain::run(*args),
         cli::Command::Eval(args) => eval_cmd::run(args),
         cli::Command::Download(args) => download(args),
         cli::Command::Bench(args) => bench::run(args),

@@ -86,6 +86,7 @@ pub fn info_nce(q: &Tensor, k: &Tensor, negatives: &Tensor, temperature: f64) ->
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use candle_core::{Device, Var};
 

@@ -87,6 +87,7 @@ impl ConvBn {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use candle_core::{DType, Device, Module, ModuleT};
     use candle_nn::{BatchNormConfig, Conv2dConfig, VarMap};

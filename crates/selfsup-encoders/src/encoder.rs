@@ -176,6 +176,7 @@ impl FromStr for EncoderKind {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

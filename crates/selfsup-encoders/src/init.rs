@@ -136,6 +136,7 @@ fn fnv1a(name: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn values(varmap: &VarMap, name: &str) -> Result<Vec<f32>> {

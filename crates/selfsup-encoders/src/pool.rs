@@ -116,6 +116,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use candle_core::{DType, Device, Var};
     use selfsup_data::Rng;

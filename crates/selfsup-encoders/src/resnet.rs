@@ -211,6 +211,7 @@ impl Encoder for ResNet {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::test_util::{assert_trainable_grads, random_input, var_names};
     use crate::{seeded_var_builder, EncoderKind};

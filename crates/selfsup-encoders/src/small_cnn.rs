@@ -67,6 +67,7 @@ impl Encoder for SmallCnn {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::seeded_var_builder;
     use crate::test_util::{assert_trainable_grads, random_input, var_names};

@@ -325,6 +325,7 @@ impl CustomOp3 for BnGradInput {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::test_util::{rand, rel_err};
     use candle_core::Var;

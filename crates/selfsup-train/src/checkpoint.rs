@@ -206,6 +206,7 @@ pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use candle_core::DType;
 

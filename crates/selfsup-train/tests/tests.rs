@@ -1,3 +1,4 @@
 //! Integration tests of selfsup-train (one binary, one module per topic).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod gradients;
 mod runs;

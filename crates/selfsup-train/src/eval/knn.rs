@@ -56,6 +56,7 @@ fn vote(sims: &[f32], labels: &[u32], classes: usize, k: usize, t: f32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

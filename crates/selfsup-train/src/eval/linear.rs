@@ -151,6 +151,7 @@ pub fn linear_probe_top1(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

@@ -185,6 +185,7 @@ pub fn clip_grad_norm(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use candle_core::{DType, Device};
 
