@@ -26,21 +26,18 @@ pub(crate) struct ConvBn {
 }
 
 impl ConvBn {
-    /// Creates the conv's `weight` under `conv_vb` and the batch-norm's
-    /// `weight`, `bias`, `running_mean` and `running_var` under `bn_vb`
-    /// (the initialisations of `candle_nn::conv2d_no_bias` and `candle_nn::batch_norm`).
+    /// Creates the conv's `weight` (initialised by `conv_init`) under `conv_vb` and the
+    /// batch-norm's `weight` (1), `bias` (0), `running_mean` (0) and `running_var` (1)
+    /// under `bn_vb`.
     pub(crate) fn new(
         (cin, cout): (usize, usize),
         kernel: usize,
         stride: usize,
+        conv_init: Init,
         conv_vb: VarBuilder,
         bn_vb: VarBuilder,
     ) -> Result<Self> {
-        let weight = conv_vb.get_with_hints(
-            (cout, cin, kernel, kernel),
-            "weight",
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-        )?;
+        let weight = conv_vb.get_with_hints((cout, cin, kernel, kernel), "weight", conv_init)?;
         let stat = |name, init| -> Result<Var> {
             Var::from_tensor(&bn_vb.get_with_hints(cout, name, init)?)
         };
@@ -118,7 +115,15 @@ mod tests {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = crate::seeded_var_builder(&vm, 5, DType::F32, &dev);
-        let ours = ConvBn::new((3, 5), 3, 2, vb.pp("conv"), vb.pp("bn")).unwrap();
+        let ours = ConvBn::new(
+            (3, 5),
+            3,
+            2,
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+            vb.pp("conv"),
+            vb.pp("bn"),
+        )
+        .unwrap();
         // candle-nn modules over copies of the same variables.
         let vm_ref = VarMap::new();
         for (name, var) in vm.data().lock().unwrap().iter() {

@@ -45,6 +45,28 @@ pub fn seeded_var_builder(
     VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
 }
 
+/// PyTorch's default weight init for `nn.Conv2d` and `nn.Linear`
+/// (`kaiming_uniform_(a=√5)`): U(−1/√fan_in, 1/√fan_in).
+///
+/// Its variance, 1/(3·fan_in), is a sixth of Kaiming-normal's. Under batch norm
+/// the scale of a conv weight sets its effective learning rate (∝ lr/‖w‖²), so
+/// the init scale matters as much as the learning rate in short runs.
+pub fn torch_default_init(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// torchvision's ResNet conv init (He et al. 2015): `kaiming_normal_(mode="fan_out",
+/// nonlinearity="relu")`, i.e. N(0, 2/fan_out).
+pub const TORCHVISION_CONV_INIT: Init = Init::Kaiming {
+    dist: NormalOrUniform::Normal,
+    fan: candle_nn::init::FanInOut::FanOut,
+    non_linearity: candle_nn::init::NonLinearity::ReLU,
+};
+
 /// The [`SimpleBackend`] behind [`seeded_var_builder`].
 struct SeededBackend {
     varmap: VarMap,

@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 
 use crate::conv_bn::ConvBn;
 use crate::encoder::{Encoder, Stem};
+use crate::init::TORCHVISION_CONV_INIT;
 use crate::pool::{global_avg_pool, max_pool2d_padded};
 
 /// The residual block type.
@@ -98,12 +99,26 @@ impl Residual {
                 vb.pp(format!("conv{}", i + 1)),
                 vb.pp(format!("bn{}", i + 1)),
             );
-            convs.push(ConvBn::new((c, cout), kernel, s, conv_vb, bn_vb)?);
+            convs.push(ConvBn::new(
+                (c, cout),
+                kernel,
+                s,
+                TORCHVISION_CONV_INIT,
+                conv_vb,
+                bn_vb,
+            )?);
             c = cout;
         }
         let downsample = if stride != 1 || cin != c {
             let ds = vb.pp("downsample");
-            Some(ConvBn::new((cin, c), 1, stride, ds.pp("0"), ds.pp("1"))?)
+            Some(ConvBn::new(
+                (cin, c),
+                1,
+                stride,
+                TORCHVISION_CONV_INIT,
+                ds.pp("0"),
+                ds.pp("1"),
+            )?)
         } else {
             None
         };
@@ -169,6 +184,7 @@ impl ResNet {
             (in_channels, 64),
             kernel,
             stride,
+            TORCHVISION_CONV_INIT,
             vb.pp("conv1"),
             vb.pp("bn1"),
         )?;

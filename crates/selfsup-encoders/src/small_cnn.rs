@@ -5,12 +5,14 @@ use candle_nn::VarBuilder;
 
 use crate::conv_bn::ConvBn;
 use crate::encoder::Encoder;
+use crate::init::torch_default_init;
 use crate::pool::global_avg_pool;
 
 /// Four 3x3 conv–batch-norm–ReLU layers with widths `w, 2w, 4w, 8w` and
 /// strides `1, 2, 2, 2`, then global average pooling.
 ///
-/// Every conv has padding 1 and no bias. The variables are named `conv1.weight`,
+/// Every conv has padding 1 and no bias, and starts from PyTorch's default
+/// init ([`torch_default_init`](crate::torch_default_init)), as the reference does. The variables are named `conv1.weight`,
 /// `bn1.{weight,bias,running_mean,running_var}`, ..., `conv4.weight`, `bn4.*`.
 ///
 /// # Shapes
@@ -39,7 +41,8 @@ impl SmallCnn {
                     vb.pp(format!("conv{}", i + 1)),
                     vb.pp(format!("bn{}", i + 1)),
                 );
-                ConvBn::new((channels[i], channels[i + 1]), 3, stride, conv, bn)
+                let init = torch_default_init(channels[i] * 9);
+                ConvBn::new((channels[i], channels[i + 1]), 3, stride, init, conv, bn)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers, width })

@@ -76,10 +76,9 @@ impl Method for SimClr {
                 batch.views.len()
             )
         };
-        // Both views go through the encoder as one batch, so BN sees 2N images as in the paper.
-        let n = v0.dim(0)?;
-        let z = self.project(&Tensor::cat(&[v0, v1], 0)?)?;
-        nt_xent(&z.narrow(0, 0, n)?, &z.narrow(0, n, n)?, self.temperature)
+        // One forward pass per view, so batch norm normalises each view on its own
+        // statistics, as lightly's and solo-learn's SimCLR do.
+        nt_xent(&self.project(v0)?, &self.project(v1)?, self.temperature)
     }
 
     fn encoder(&self) -> &dyn Encoder {
