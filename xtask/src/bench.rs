@@ -58,6 +58,7 @@ fn candle_step_seconds(
         views: vec![view()?, view()?],
         labels: None,
         indices: (0..batch).collect(),
+        targets: None,
     };
     let mut step = || -> Result<()> {
         let loss = method.loss(&batch)?;

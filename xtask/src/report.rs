@@ -15,6 +15,12 @@ pub struct EvalFile {
     pub linear_probe_top1: f64,
     /// Top-1 of weighted kNN (k = 200) on the test split, percent.
     pub knn_top1: f64,
+    /// The pretext task's own top-1 on the test split, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretext_top1: Option<f64>,
+    /// The pretext task's reconstruction MSE on the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretext_mse: Option<f64>,
     pub train_seconds: f64,
 }
 
@@ -38,6 +44,8 @@ impl EvalFile {
             steps,
             linear_probe_top1: r.linear_probe_top1,
             knn_top1: r.knn_top1,
+            pretext_top1: r.pretext_top1,
+            pretext_mse: r.pretext_mse,
             train_seconds,
         }
     }

@@ -58,6 +58,7 @@ pub mod idx;
 pub mod image;
 pub mod loader;
 pub mod locate;
+pub mod pretext;
 pub mod rng;
 pub mod views;
 
@@ -69,4 +70,4 @@ pub use image::Image;
 pub use loader::{Batch, Loader};
 pub use locate::locate;
 pub use rng::Rng;
-pub use views::{Identity, SimclrViews, ViewRecipe};
+pub use views::{Identity, Sample, SimclrViews, ViewRecipe};

@@ -17,7 +17,7 @@ use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
 use crate::image::Image;
 use crate::rng::Rng;
-use crate::views::ViewRecipe;
+use crate::views::{Sample, ViewRecipe};
 
 /// One batch of views.
 #[derive(Debug)]
@@ -31,6 +31,11 @@ pub struct Batch {
     pub labels: Option<Vec<u32>>,
     /// The dataset indices of the batch's images, in batch order.
     pub indices: Vec<usize>,
+    /// The recipe's free labels, when it has any ([`ViewRecipe::num_targets`] > 0).
+    ///
+    /// # Shapes
+    /// `(N, num_targets)`, `u32`.
+    pub targets: Option<Tensor>,
 }
 
 /// Shuffles, augments and batches a [`Dataset`] with a [`ViewRecipe`].
@@ -67,6 +72,29 @@ struct HostBatch {
     views: Vec<HostView>,
     labels: Option<Vec<u32>>,
     indices: Vec<usize>,
+    targets: Vec<u32>,
+}
+
+impl HostBatch {
+    /// Moves the batch's tensors to `device`.
+    fn into_batch(self, device: &Device) -> Result<Batch> {
+        let views = self
+            .views
+            .into_iter()
+            .map(|(data, shape)| Tensor::from_vec(data, shape, device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let n = self.indices.len();
+        let targets = match self.targets.len() {
+            0 => None,
+            len => Some(Tensor::from_vec(self.targets, (n, len / n.max(1)), device)?),
+        };
+        Ok(Batch {
+            views,
+            labels: self.labels,
+            indices: self.indices,
+            targets,
+        })
+    }
 }
 
 impl Loader {
@@ -222,14 +250,29 @@ impl Loader {
         let indices = order[b * bs..(b + 1) * bs].to_vec();
         let ds = &*self.dataset;
         let recipe = &*self.recipe;
-        let per_sample: Vec<Vec<Image>> = indices
+        let samples: Vec<Sample> = indices
             .par_iter()
             .enumerate()
             .map(|(i, &idx)| {
                 let mut rng = Rng::derive(self.seed, &[epoch as u64, (b * bs + i) as u64, 1]);
-                recipe.views(&ds.image(idx), &mut rng)
+                recipe.sample(&ds.image(idx), &mut rng)
             })
             .collect();
+        let nt = recipe.num_targets();
+        let mut targets = Vec::with_capacity(bs * nt);
+        for s in &samples {
+            if s.targets.len() != nt {
+                return Err(DataError::config(
+                    "views",
+                    format!(
+                        "the recipe promised {nt} targets per image but returned {}",
+                        s.targets.len()
+                    ),
+                ));
+            }
+            targets.extend_from_slice(&s.targets);
+        }
+        let per_sample: Vec<Vec<Image>> = samples.into_iter().map(|s| s.views).collect();
 
         let nv = recipe.num_views();
         let mut views = Vec::with_capacity(nv);
@@ -282,6 +325,7 @@ impl Loader {
             views,
             labels: ds.labels_of(&indices),
             indices,
+            targets,
         })
     }
 }
@@ -342,17 +386,8 @@ impl Iterator for EpochIter {
         match received {
             Ok(Ok(host)) => {
                 self.remaining -= 1;
-                let views: Result<Vec<Tensor>> = host
-                    .views
-                    .into_iter()
-                    .map(|(data, shape)| Ok(Tensor::from_vec(data, shape, &self.device)?))
-                    .collect();
-                match views {
-                    Ok(views) => Some(Ok(Batch {
-                        views,
-                        labels: host.labels,
-                        indices: host.indices,
-                    })),
+                match host.into_batch(&self.device) {
+                    Ok(batch) => Some(Ok(batch)),
                     Err(e) => {
                         self.remaining = 0;
                         Some(Err(e))
@@ -555,6 +590,49 @@ mod tests {
         fn views(&self, img: &Image, _rng: &mut Rng) -> Vec<Image> {
             vec![Image::zeros(img.channels + 1, 2, 2)]
         }
+    }
+
+    /// One view, and as targets the image's first pixel and a promised count.
+    struct Tagged(usize);
+    impl ViewRecipe for Tagged {
+        fn num_views(&self) -> usize {
+            1
+        }
+        fn views(&self, img: &Image, rng: &mut Rng) -> Vec<Image> {
+            self.sample(img, rng).views
+        }
+        fn num_targets(&self) -> usize {
+            2
+        }
+        fn sample(&self, img: &Image, _rng: &mut Rng) -> Sample {
+            let first = (img.data[0] * 255.0).round() as u32;
+            Sample {
+                views: vec![img.clone()],
+                targets: vec![first; self.0],
+            }
+        }
+    }
+
+    #[test]
+    fn targets_travel_with_their_images() {
+        let ds = dataset(8, 1);
+        let l = Loader::new(ds.clone(), Arc::new(Tagged(2)), 4, 3).unwrap();
+        for batch in l.epoch(0, 0, &Device::Cpu) {
+            let batch = batch.unwrap();
+            let t = batch.targets.unwrap().to_vec2::<u32>().unwrap();
+            assert_eq!(t.len(), 4);
+            for (row, &idx) in t.iter().zip(&batch.indices) {
+                let first = u32::from(ds.pixels[idx * 144]);
+                assert_eq!(row, &vec![first, first]);
+            }
+        }
+        assert!(Loader::new(ds.clone(), simclr(), 4, 0)
+            .unwrap()
+            .epoch(0, 0, &Device::Cpu)
+            .all(|b| b.unwrap().targets.is_none()));
+        let l = Loader::new(ds, Arc::new(Tagged(3)), 4, 0).unwrap();
+        let e = l.epoch(0, 0, &Device::Cpu).next().unwrap().unwrap_err();
+        assert!(e.to_string().contains("promised 2 targets"), "{e}");
     }
 
     #[test]

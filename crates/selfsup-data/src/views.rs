@@ -22,6 +22,23 @@ pub trait ViewRecipe: Send + Sync {
     /// global position).
     fn views(&self, img: &Image, rng: &mut Rng) -> Vec<Image>;
 
+    /// Free labels per image that [`ViewRecipe::sample`] returns (a pretext
+    /// task's rotation, patch position, permutation or mask box); 0 for
+    /// recipes without labels.
+    fn num_targets(&self) -> usize {
+        0
+    }
+
+    /// The views of one image and their free labels, from one pass over `rng`.
+    /// The loader calls this; recipes with targets override it (and implement
+    /// [`ViewRecipe::views`] as `self.sample(img, rng).views`).
+    fn sample(&self, img: &Image, rng: &mut Rng) -> Sample {
+        Sample {
+            views: self.views(img, rng),
+            targets: Vec::new(),
+        }
+    }
+
     /// Checks the recipe's settings; the loader calls it once at construction.
     ///
     /// # Errors
@@ -29,6 +46,15 @@ pub trait ViewRecipe: Send + Sync {
     fn validate(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The views of one image and the free labels a pretext task derives with them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The views, in the recipe's order.
+    pub views: Vec<Image>,
+    /// [`ViewRecipe::num_targets`] labels.
+    pub targets: Vec<u32>,
 }
 
 /// Blur sigma range of SimCLR (Chen et al. 2020, appendix A): uniform in `[0.1, 2.0]`.

@@ -1,4 +1,5 @@
 //! The resolved settings of a pretraining run, saved as `config.toml` in the run folder.
+pub use crate::pretext_config::{MaskKind, PretextConfig};
 use crate::{Result, TrainError};
 use std::path::PathBuf;
 
@@ -78,6 +79,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write a checkpoint every this many steps (and always at the end).
     pub checkpoint_every: usize,
+    /// Settings of the image pretext tasks (`[pretext]` in TOML).
+    pub pretext: PretextConfig,
 }
 
 impl Default for TrainConfig {
@@ -105,6 +108,7 @@ impl Default for TrainConfig {
             jitter_p: 0.8,
             seed: 0,
             checkpoint_every: 200,
+            pretext: PretextConfig::default(),
         }
     }
 }
@@ -196,7 +200,7 @@ impl TrainConfig {
         if let Some(c) = self.grad_clip {
             positive("grad-clip", c)?;
         }
-        Ok(())
+        self.pretext.validate()
     }
 }
 

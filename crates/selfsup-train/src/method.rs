@@ -2,6 +2,7 @@
 use candle_core::Tensor;
 use selfsup_data::{Batch, ViewRecipe};
 use selfsup_encoders::Encoder;
+use std::path::Path;
 use std::sync::Arc;
 
 /// A self-supervised method: an encoder plus heads, a view recipe, a loss and an
@@ -35,6 +36,31 @@ pub trait Method: Send {
     /// The backbone being pretrained, used for evaluation and export.
     fn encoder(&self) -> &dyn Encoder;
 
+    /// The held-out measure of the pretext task, if the method has one.
+    fn pretext_metric(&self) -> Option<PretextMetric> {
+        None
+    }
+
+    /// Scores one held-out batch (views from [`Method::views`]) with the model in
+    /// evaluation mode, without changing any state. Only called when
+    /// [`Method::pretext_metric`] is `Some`.
+    ///
+    /// # Errors
+    /// On tensor errors.
+    fn pretext_eval(&self, _batch: &Batch) -> candle_core::Result<PretextTally> {
+        Ok(PretextTally::default())
+    }
+
+    /// Writes files that belong with the run into `run_dir` (the jigsaw permutation
+    /// set, inpainting sample grids). Called at every checkpoint and at the end of
+    /// training, after `step` steps. The default writes nothing.
+    ///
+    /// # Errors
+    /// On I/O or tensor errors.
+    fn write_artifacts(&self, _run_dir: &Path, _step: usize) -> crate::Result<()> {
+        Ok(())
+    }
+
     /// Named state tensors that are not variables (banks, queues), for checkpoints.
     fn state(&self) -> Vec<(String, Tensor)> {
         Vec::new()
@@ -49,6 +75,43 @@ pub trait Method: Send {
         _state: &std::collections::HashMap<String, Tensor>,
     ) -> candle_core::Result<()> {
         Ok(())
+    }
+}
+
+/// The pretext task's own held-out measure, reported in `eval.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PretextMetric {
+    /// Top-1 accuracy of a classification pretext task, in percent (`pretext_top1`).
+    Top1,
+    /// Mean squared error of a reconstruction pretext task (`pretext_mse`).
+    Mse,
+}
+
+/// Running totals of a pretext measure over held-out batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PretextTally {
+    /// Correct predictions ([`PretextMetric::Top1`]) or summed squared errors ([`PretextMetric::Mse`]).
+    pub sum: f64,
+    /// Predictions made, or elements compared.
+    pub count: usize,
+}
+
+impl PretextTally {
+    /// Adds another batch's totals.
+    pub fn add(&mut self, other: PretextTally) {
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    /// The measure: percent correct for `Top1`, mean for `Mse`; `None` when nothing was counted.
+    pub fn value(&self, metric: PretextMetric) -> Option<f64> {
+        (self.count > 0).then(|| {
+            let mean = self.sum / self.count as f64;
+            match metric {
+                PretextMetric::Top1 => 100.0 * mean,
+                PretextMetric::Mse => mean,
+            }
+        })
     }
 }
 

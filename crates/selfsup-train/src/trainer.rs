@@ -4,7 +4,7 @@ use crate::checkpoint::{
     Checkpoint, CheckpointState,
 };
 use crate::config::TrainConfig;
-use crate::method::Method;
+use crate::method::{Method, PretextMetric, PretextTally};
 use crate::methods::{build_method, DataShape};
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::optim::{build_optimizer, clip_grad_norm, trainable_params, Optimizer, Param};
@@ -166,16 +166,45 @@ impl Trainer {
             selfsup_data::Split::Test,
             cfg.data_dir.as_deref(),
         )?;
-        crate::evaluate(
+        let mut report = crate::evaluate(
             self.encoder(),
             &self.train_set,
             &test,
             &self.device,
             cfg.seed,
-        )
+        )?;
+        if let Some(metric) = self.method.pretext_metric() {
+            let value = self.pretext_score(Arc::new(test), metric)?;
+            match metric {
+                PretextMetric::Top1 => report.pretext_top1 = value,
+                PretextMetric::Mse => report.pretext_mse = value,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The method's pretext measure over one pass of `test`, with the method's own
+    /// views drawn from a seed other than training's.
+    fn pretext_score(&self, test: Arc<Dataset>, metric: PretextMetric) -> Result<Option<f64>> {
+        let batch = self.cfg.batch_size.min(test.len());
+        let loader = Loader::new(
+            test,
+            self.method.views(),
+            batch,
+            self.cfg.seed.wrapping_add(1),
+        )?;
+        let bar = progress_bar(loader.batches_per_epoch() as u64, "pretext (test)");
+        let mut tally = PretextTally::default();
+        for batch in loader.epoch(0, 0, &self.device) {
+            tally.add(self.method.pretext_eval(&batch?)?);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(tally.value(metric))
     }
 
     fn checkpoint(&self) -> Result<PathBuf> {
+        self.method.write_artifacts(&self.run_dir, self.step)?;
         save_checkpoint(
             &self.run_dir,
             &Checkpoint {

@@ -4,7 +4,7 @@ use selfsup_train::export::export_encoder;
 use selfsup_train::{TrainConfig, TrainError, Trainer};
 use std::path::Path;
 
-fn have_fashion_mnist() -> bool {
+pub(crate) fn have_fashion_mnist() -> bool {
     let found =
         selfsup_data::locate("fashion-mnist", None, &["train-images-idx3-ubyte.gz"]).is_ok();
     if !found {

@@ -1,4 +1,5 @@
 //! Integration tests of selfsup-train (one binary, one module per topic).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod gradients;
+mod learning;
 mod runs;

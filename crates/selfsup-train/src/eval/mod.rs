@@ -20,6 +20,12 @@ pub struct EvalReport {
     pub linear_probe_top1: f64,
     /// Weighted kNN (k = 200, cosine, weights exp(sim / 0.1)).
     pub knn_top1: f64,
+    /// The pretext task's own top-1 on the test split (rotation, patch location, jigsaw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretext_top1: Option<f64>,
+    /// The pretext task's own reconstruction MSE on the test split (inpainting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretext_mse: Option<f64>,
 }
 
 /// Extracts frozen features of both splits and runs both protocols.
@@ -63,5 +69,7 @@ pub fn evaluate(
     Ok(EvalReport {
         linear_probe_top1: linear,
         knn_top1: knn,
+        pretext_top1: None,
+        pretext_mse: None,
     })
 }

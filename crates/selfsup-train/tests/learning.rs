@@ -1,0 +1,54 @@
+//! Short real runs on Fashion-MNIST: each method's loss must go down.
+use candle_core::Device;
+use selfsup_train::{TrainConfig, Trainer};
+
+/// Trains `cfg` (small width and batch, about 40 steps, no checkpoints in between)
+/// and asserts that the mean loss of the last 8 steps is below that of the first 8
+/// by at least `min_drop` (relative).
+pub(crate) fn short_run_lowers_the_loss(cfg: TrainConfig, min_drop: f64) {
+    if !crate::runs::have_fashion_mnist() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = cfg.method.clone();
+    let mut trainer = Trainer::new(cfg, dir.path(), &Device::Cpu).unwrap();
+    trainer.run().unwrap();
+    let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        losses.len() >= 16,
+        "{name}: only {} steps ran",
+        losses.len()
+    );
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&losses[..8]), mean(&losses[losses.len() - 8..]));
+    assert!(
+        last < first * (1.0 - min_drop),
+        "{name}: loss went from {first:.4} to {last:.4}, less than a {:.0}% drop",
+        100.0 * min_drop
+    );
+}
+
+/// The settings these runs share: width 8, batch 32, 40 steps.
+pub(crate) fn short(method: &str) -> TrainConfig {
+    TrainConfig {
+        method: method.into(),
+        width: 8,
+        batch_size: 32,
+        max_steps: Some(40),
+        checkpoint_every: 1000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn simclr_short_run_lowers_the_loss() {
+    short_run_lowers_the_loss(short("simclr"), 0.02);
+}
