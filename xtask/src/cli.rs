@@ -25,7 +25,7 @@ pub enum Command {
 /// Settings of a run. Each flag overrides `--config`, which overrides the defaults.
 #[derive(Args, Debug, Default)]
 pub struct PretrainArgs {
-    /// Method: simclr.
+    /// Method: simclr, rotation, relative-patch, jigsaw or inpainting.
     #[arg(long)]
     pub method: Option<String>,
     /// Dataset: fashion-mnist, mnist, cifar10, cifar100 or folder:PATH.
@@ -73,6 +73,21 @@ pub struct PretrainArgs {
     /// Checkpoint every this many steps.
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Patch-location and jigsaw grid cells per side (`pretext.grid`).
+    #[arg(long)]
+    pub grid: Option<usize>,
+    /// Side the encoder sees patches and tiles at; 0 keeps their size (`pretext.patch_size`).
+    #[arg(long)]
+    pub patch_size: Option<usize>,
+    /// Jigsaw permutation-set size (`pretext.permutations`).
+    #[arg(long)]
+    pub permutations: Option<usize>,
+    /// Inpainting mask: center or blocks (`pretext.mask`).
+    #[arg(long)]
+    pub mask: Option<String>,
+    /// Inpainting adversarial-loss weight, 0 for none (`pretext.adversarial_weight`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub adversarial_weight: Option<f64>,
     /// cpu, cuda or metal (needs the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -50,6 +50,14 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     if let Some(opt) = &args.optimizer {
         cfg.optimizer = opt.parse()?;
     }
+    let p = &mut cfg.pretext;
+    p.grid = args.grid.unwrap_or(p.grid);
+    p.patch_size = args.patch_size.unwrap_or(p.patch_size);
+    p.permutations = args.permutations.unwrap_or(p.permutations);
+    p.adversarial_weight = args.adversarial_weight.unwrap_or(p.adversarial_weight);
+    if let Some(mask) = &args.mask {
+        p.mask = mask.parse()?;
+    }
     Ok(cfg)
 }
 

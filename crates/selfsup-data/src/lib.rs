@@ -56,6 +56,7 @@ pub mod folder;
 pub mod hub;
 pub mod idx;
 pub mod image;
+pub mod image_grid;
 pub mod loader;
 pub mod locate;
 pub mod pretext;

@@ -143,13 +143,26 @@ impl SimclrViews {
     }
 }
 
-fn check_p(name: &str, p: f64) -> Result<()> {
+/// Checks that `p` is a probability.
+pub(crate) fn check_p(name: &str, p: f64) -> Result<()> {
     if (0.0..=1.0).contains(&p) {
         Ok(())
     } else {
         Err(DataError::config(
             name,
             format!("probability {p} is not in [0, 1]"),
+        ))
+    }
+}
+
+/// Checks a random-resized-crop area range: `0 < lo <= hi <= 1`.
+pub(crate) fn check_crop_scale(name: &str, (lo, hi): (f64, f64)) -> Result<()> {
+    if lo > 0.0 && lo <= hi && hi <= 1.0 {
+        Ok(())
+    } else {
+        Err(DataError::config(
+            name,
+            format!("({lo}, {hi}) must satisfy 0 < lo <= hi <= 1"),
         ))
     }
 }
@@ -168,13 +181,7 @@ impl ViewRecipe for SimclrViews {
         if self.size == 0 {
             return Err(DataError::config("size", "must be positive"));
         }
-        let (lo, hi) = self.crop_scale;
-        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-            return Err(DataError::config(
-                "crop_scale",
-                format!("({lo}, {hi}) must satisfy 0 < lo <= hi <= 1"),
-            ));
-        }
+        check_crop_scale("crop_scale", self.crop_scale)?;
         check_p("hflip_p", self.hflip_p)?;
         check_p("jitter_p", self.jitter_p)?;
         check_p("grayscale_p", self.grayscale_p)?;

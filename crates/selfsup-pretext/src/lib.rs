@@ -5,7 +5,15 @@
 //! - [`MlpHead`] and [`classify`]: the classifier that rotation, relative patch
 //!   location and jigsaw put on top of the encoder, with its cross-entropy and
 //!   top-1 count.
+//! - [`Decoder`], [`inpainting_loss`] and [`masked_squared_error`]: the context
+//!   encoder's up-convolution decoder and its overlap-weighted L2 loss (inpainting).
+//! - [`Discriminator`], [`discriminator_loss`] and [`generator_loss`]: the optional
+//!   adversarial loss of inpainting.
 
 mod classifier;
+mod decoder;
+mod discriminator;
 
 pub use classifier::{classify, Classified, MlpHead};
+pub use decoder::{inpainting_loss, masked_squared_error, Decoder, DECODER_STAGES};
+pub use discriminator::{discriminator_loss, generator_loss, Discriminator};

@@ -39,14 +39,15 @@ pub struct PretextConfig {
     pub gap: f64,
     /// Largest random shift of a patch or tile, as a fraction of the cell side.
     pub jitter: f64,
-    /// Side the encoder sees patches and tiles at, in pixels; 0 keeps their own size.
+    /// Side the encoder sees patches and tiles at, in pixels; 0 gives twice their natural
+    /// side (`selfsup_data::pretext::DEFAULT_UPSCALE`; 14 on 28x28 images).
     pub patch_size: usize,
     /// Size of the jigsaw permutation set (100 in Noroozi & Favaro).
     pub permutations: usize,
     /// Inpainting mask shape.
     pub mask: MaskKind,
-    /// Center mask: side of the square as a fraction of the image side.
-    /// Blocks: fraction of the image area covered.
+    /// Side of the center mask as a fraction of the image side; the random blocks
+    /// hide the same total area (`mask_size²`).
     pub mask_size: f64,
     /// Width of the mask's overlap border, as a fraction of the image side.
     pub overlap: f64,

@@ -10,12 +10,17 @@ use crate::rng::Rng;
 pub const MIN_PATCH: usize = 4;
 
 /// A `grid x grid` layout of square cells centred on the image, each holding one
-/// patch smaller than the cell (the gap) that is shifted at random (the jitter)
-/// but never leaves its cell, so patches never overlap.
+/// patch smaller than the cell (the gap) that is shifted at random (the jitter).
+/// Shifts are capped so that neighbouring patches always stay at least half the
+/// nominal gap apart: patches never overlap or touch, and the gap keeps blocking
+/// boundary continuity (Doersch et al. 2015 use a 48-pixel gap and up to 7 pixels
+/// of jitter for the same reason).
 ///
 /// All sizes follow from the image size: `cell = min(H, W) / grid`,
 /// `patch = cell - round(gap * cell)`, and the largest shift is
-/// `min(round(jitter * cell), (cell - patch) / 2)`.
+/// `min(round(jitter * cell), (cell - patch) / 4)`. On 28x28 images with the
+/// defaults this gives 7-pixel patches 2 pixels apart and no jitter; jitter
+/// appears from about 64-pixel images on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PatchGrid {
     /// Cells per side.
@@ -60,7 +65,7 @@ impl PatchGrid {
                 ),
             ));
         }
-        let max_shift = ((jitter * cell as f64).round() as usize).min((cell - patch) / 2);
+        let max_shift = ((jitter * cell as f64).round() as usize).min((cell - patch) / 4);
         let origin = ((height - grid * cell) / 2, (width - grid * cell) / 2);
         Ok(Self {
             grid,
@@ -121,11 +126,11 @@ mod tests {
     #[test]
     fn geometry_follows_the_image_size() {
         let g = PatchGrid::new(28, 28, 3, 0.25, 0.1).unwrap();
-        assert_eq!((g.cell, g.patch, g.max_shift, g.origin), (9, 7, 1, (0, 0)));
+        assert_eq!((g.cell, g.patch, g.max_shift, g.origin), (9, 7, 0, (0, 0)));
         let g = PatchGrid::new(96, 128, 3, 0.25, 0.1).unwrap();
         assert_eq!(
             (g.cell, g.patch, g.max_shift, g.origin),
-            (32, 24, 3, (0, 16))
+            (32, 24, 2, (0, 16))
         );
         let e = PatchGrid::new(10, 10, 3, 0.25, 0.1)
             .unwrap_err()
@@ -135,23 +140,36 @@ mod tests {
     }
 
     #[test]
-    fn patches_stay_inside_their_cells_and_cut_the_right_pixels() {
-        let g = PatchGrid::new(30, 30, 3, 0.3, 0.2).unwrap();
+    fn patches_stay_inside_their_cells_keep_half_the_gap_and_cut_the_right_pixels() {
+        let side = 120;
+        let g = PatchGrid::new(side, side, 3, 0.25, 0.1).unwrap();
+        assert_eq!((g.cell, g.patch, g.max_shift), (40, 30, 2));
         let img = Image {
             channels: 1,
-            height: 30,
-            width: 30,
-            data: (0..900).map(|i| i as f32).collect(),
+            height: side,
+            width: side,
+            data: (0..side * side).map(|i| i as f32).collect(),
         };
         let mut rng = Rng::new(3);
-        for _ in 0..50 {
+        let mut shifts = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let (_, (y0, x0)) = g.cut(&img, 1, 1, 0, &mut rng);
             for (row, col) in [(0, 0), (1, 2), (2, 1)] {
                 let (p, (y, x)) = g.cut(&img, row, col, 0, &mut rng);
                 assert!(y >= row * g.cell && y + g.patch <= (row + 1) * g.cell);
                 assert!(x >= col * g.cell && x + g.patch <= (col + 1) * g.cell);
-                assert_eq!(p.data[0], (y * 30 + x) as f32);
+                assert_eq!(p.data[0], (y * side + x) as f32);
                 assert_eq!(p.data.len(), g.patch * g.patch);
+                // Distance to the centre patch along the axis where they are neighbours.
+                let gap = if row == 1 {
+                    x.abs_diff(x0)
+                } else {
+                    y.abs_diff(y0)
+                } - g.patch;
+                assert!(gap >= (g.cell - g.patch) / 2, "gap {gap}");
+                shifts.insert(y - row * g.cell);
             }
         }
+        assert_eq!(shifts.len(), 2 * g.max_shift + 1, "every shift occurs");
     }
 }

@@ -3,7 +3,30 @@
 //!
 //! - [`PatchGrid`]: the gap-and-jitter grid of patches shared by relative patch
 //!   location and jigsaw.
+//! - [`JigsawTiles`], [`JigsawViews`] and [`PermutationSet`]: the tiles of a jigsaw
+//!   puzzle, the puzzle with its permutation label, and the permutation set.
+//! - [`RotationViews`] and [`rotate90`]: every image at 0, 90, 180 and 270 degrees
+//!   (rotation prediction).
+//! - [`RelativePatchViews`]: a patch and one of its eight neighbours, labelled by
+//!   the neighbour's position in [`NEIGHBOURS`] (relative patch location).
+//! - [`InpaintingViews`]: the view of inpainting and its hidden squares
+//!   ([`MaskBox`]), with [`rasterize_mask`] for the mask and its overlap border.
 
 mod grid;
+mod jigsaw;
+mod mask;
+mod patch;
+mod permutations;
+mod rotation;
 
 pub use grid::{PatchGrid, MIN_PATCH};
+pub use jigsaw::{
+    normalize_in_place, JigsawTiles, JigsawViews, DEFAULT_UPSCALE, STD_FLOOR, TILE_MEAN, TILE_STD,
+};
+pub use mask::{
+    border_width, rasterize_mask, InpaintingViews, MaskBox, MaskLayout, MaskPlanes, DEFAULT_BLOCKS,
+    MIN_MASK,
+};
+pub use patch::{PatchPair, RelativePatchViews, DROPPED_NOISE, NEIGHBOURS};
+pub use permutations::{PermutationSet, CANDIDATE_POOL, MAX_ENUMERATED_TILES};
+pub use rotation::{rotate90, RotationViews, ROTATIONS};

@@ -1,6 +1,14 @@
 //! One file per method recipe, and [`build_method`] to choose one by name.
+mod inpainting;
+mod jigsaw;
+mod relative_patch;
+mod rotation;
 mod simclr;
 
+pub use inpainting::Inpainting;
+pub use jigsaw::Jigsaw;
+pub use relative_patch::RelativePatch;
+pub use rotation::Rotation;
 pub use simclr::SimClr;
 
 use crate::config::TrainConfig;
@@ -10,7 +18,13 @@ use candle_nn::VarBuilder;
 use selfsup_encoders::EncoderKind;
 
 /// Names accepted by `--method`.
-pub const METHODS: &[&str] = &["simclr"];
+pub const METHODS: &[&str] = &[
+    "simclr",
+    "jigsaw",
+    "rotation",
+    "relative-patch",
+    "inpainting",
+];
 
 /// What a method needs to know about the data to build itself.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +42,10 @@ pub struct DataShape {
 pub fn build_method(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Box<dyn Method>> {
     match cfg.method.as_str() {
         "simclr" => Ok(Box::new(SimClr::new(cfg, data, vb)?)),
+        "jigsaw" => Ok(Box::new(Jigsaw::new(cfg, data, vb)?)),
+        "rotation" => Ok(Box::new(Rotation::new(cfg, data, vb)?)),
+        "relative-patch" => Ok(Box::new(RelativePatch::new(cfg, data, vb)?)),
+        "inpainting" => Ok(Box::new(Inpainting::new(cfg, data, vb)?)),
         other => Err(TrainError::config(
             "method",
             format!(

@@ -1,0 +1,155 @@
+//! The adversarial part of the context encoder (Pathak et al. 2016, section 3.2.2):
+//! a small convolutional discriminator and the two sides of its logistic loss.
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// Slope of the leaky ReLUs (DCGAN's 0.2).
+const LEAK: f64 = 0.2;
+
+/// PyTorch's default init of `nn.Conv2d` and `nn.Linear`: U(±1/√fan_in).
+fn torch_uniform(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// Tells real images from filled-in ones: two stride-2 convolutions (kernel 4,
+/// padding 1, to `w` and `2w` channels, each with a bias and a leaky ReLU), a
+/// global average pool and a linear layer to one logit. It has no batch norm, so
+/// its variables are only weights and biases. Shaped after DCGAN's discriminator
+/// (Radford et al. 2016), which the context encoder's adversarial loss uses, at
+/// the size of this toolkit's small images.
+///
+/// Variables: `conv1.{weight,bias}`, `conv2.{weight,bias}`, `fc.{weight,bias}`,
+/// from PyTorch's default init.
+#[derive(Clone, Debug)]
+pub struct Discriminator {
+    convs: Vec<(Tensor, Tensor)>,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+}
+
+impl Discriminator {
+    /// A discriminator of `channels`-channel images with `width` first-layer channels.
+    ///
+    /// # Errors
+    /// If a dimension is zero or `vb` cannot provide a variable.
+    pub fn new(channels: usize, width: usize, vb: VarBuilder) -> Result<Self> {
+        if channels == 0 || width == 0 {
+            candle_core::bail!(
+                "Discriminator needs positive channels ({channels}) and width ({width})"
+            )
+        }
+        let widths = [channels, width, 2 * width];
+        let convs = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let vb = vb.pp(format!("conv{}", i + 1));
+                let init = torch_uniform(w[0] * 16);
+                Ok((
+                    vb.get_with_hints((w[1], w[0], 4, 4), "weight", init)?,
+                    vb.get_with_hints(w[1], "bias", init)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let init = torch_uniform(2 * width);
+        Ok(Self {
+            convs,
+            fc_weight: vb.get_with_hints((1, 2 * width), "fc.weight", init)?,
+            fc_bias: vb.get_with_hints(1, "fc.bias", init)?,
+        })
+    }
+
+    /// One logit per image, positive for "real".
+    ///
+    /// # Shapes
+    /// `(N, channels, H, W)` with `H, W ≥ 2` to `(N,)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (weight, bias) in &self.convs {
+            h = h
+                .conv2d(weight, 1, 2, 1, 1)?
+                .broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+            h = candle_nn::ops::leaky_relu(&h, LEAK)?;
+        }
+        let pooled = h.flatten_from(2)?.mean(2)?;
+        pooled
+            .matmul(&self.fc_weight.t()?)?
+            .broadcast_add(&self.fc_bias)?
+            .squeeze(1)
+    }
+}
+
+/// `log(1 + exp(x))`, computed stably as `max(x, 0) + log(1 + exp(−|x|))`.
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    x.relu()? + x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?
+}
+
+/// The discriminator's loss: binary cross-entropy with real images labelled 1 and
+/// fakes 0, `mean(softplus(−real)) + mean(softplus(fake))`.
+///
+/// # Shapes
+/// Logits of any shapes; the loss is a scalar.
+///
+/// # Errors
+/// On tensor errors.
+pub fn discriminator_loss(real_logits: &Tensor, fake_logits: &Tensor) -> Result<Tensor> {
+    softplus(&real_logits.neg()?)?.mean_all()? + softplus(fake_logits)?.mean_all()?
+}
+
+/// The generator's adversarial loss (non-saturating, as in the paper's code):
+/// `mean(softplus(−fake))`, the cross-entropy of labelling fakes real.
+///
+/// # Shapes
+/// Logits of any shape; the loss is a scalar.
+///
+/// # Errors
+/// On tensor errors.
+pub fn generator_loss(fake_logits: &Tensor) -> Result<Tensor> {
+    softplus(&fake_logits.neg()?)?.mean_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn losses_match_hand_values() {
+        let dev = Device::Cpu;
+        let real = Tensor::new(&[0f64, 2.0], &dev).unwrap();
+        let fake = Tensor::new(&[-1f64, 30.0], &dev).unwrap();
+        let sp = |x: f64| (1.0 + x.exp()).ln();
+        let want = (sp(0.0) + sp(-2.0)) / 2.0 + (sp(-1.0) + 30.0) / 2.0;
+        let got = discriminator_loss(&real, &fake).unwrap();
+        assert!((got.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+        let want = (sp(1.0) + sp(-30.0)) / 2.0;
+        let got = generator_loss(&fake).unwrap();
+        assert!((got.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_variable_gets_a_gradient() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let d = Discriminator::new(3, 4, vb).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 9), &dev).unwrap();
+        let logits = d.forward(&x).unwrap();
+        assert_eq!(logits.dims(), &[2]);
+        let grads = discriminator_loss(&logits, &logits.neg().unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(vm.all_vars().len(), 6);
+        for var in vm.all_vars() {
+            let g = grads.get(&var).unwrap().abs().unwrap().sum_all().unwrap();
+            assert!(g.to_scalar::<f32>().unwrap() > 0.0);
+        }
+    }
+}
