@@ -5,6 +5,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use crate::profile;
+
 /// Training-mode batch normalization (Ioffe & Szegedy, 2015) with batch
 /// statistics and an exact, fused backward pass.
 ///
@@ -136,6 +138,7 @@ impl CustomOp1 for Stats {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.stats");
         let (x, d) = (data(s, l)?, dims(l)?);
         let m = (d.0 * d.2).max(1) as f64;
         let pairs = (0..d.1)
@@ -210,6 +213,7 @@ impl CustomOp3 for BnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.fwd");
         let (x, d) = (data(s1, l1)?, dims(l1)?);
         let coef = coefficients(data(s2, l2)?, data(s3, l3)?, d.1, self.eps);
         Ok((
@@ -259,6 +263,7 @@ impl CustomOp3 for BnGradSums {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.bwd.sums");
         let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
         let c = d.1;
         let pairs = (0..c)
@@ -303,6 +308,7 @@ impl CustomOp3 for BnGradInput {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.bwd.x");
         let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
         let (c, m) = (d.1, (d.0 * d.2).max(1) as f32);
         let (mut coef, mut k) = (Vec::with_capacity(c), Vec::with_capacity(c));

@@ -8,93 +8,8 @@
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// The geometry of a 2-D convolution: input size, kernel, stride and padding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-    ho: usize,
-    wo: usize,
-}
-
-impl ConvGeometry {
-    /// Describes a convolution of an `(n, c, h, w)` input with a `(kh, kw)`
-    /// kernel, the same `stride` and zero `padding` on both spatial axes.
-    ///
-    /// # Errors
-    ///
-    /// Fails when `stride` is zero, the kernel is empty or the padded input
-    /// is smaller than the kernel.
-    pub fn new(
-        (n, c, h, w): (usize, usize, usize, usize),
-        (kh, kw): (usize, usize),
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self> {
-        if stride == 0 || kh == 0 || kw == 0 {
-            bail!("conv geometry: stride {stride} and kernel {kh}x{kw} must be positive")
-        }
-        if h + 2 * padding < kh || w + 2 * padding < kw {
-            bail!("conv geometry: input {h}x{w} with padding {padding} is smaller than kernel {kh}x{kw}")
-        }
-        let ho = (h + 2 * padding - kh) / stride + 1;
-        let wo = (w + 2 * padding - kw) / stride + 1;
-        Ok(Self {
-            n,
-            c,
-            h,
-            w,
-            kh,
-            kw,
-            stride,
-            padding,
-            ho,
-            wo,
-        })
-    }
-
-    /// The output's spatial size `(Ho, Wo)`.
-    pub fn output_hw(&self) -> (usize, usize) {
-        (self.ho, self.wo)
-    }
-
-    /// The column matrix's shape `(C * kh * kw, N * Ho * Wo)`.
-    pub fn cols_shape(&self) -> (usize, usize) {
-        (self.c * self.kh * self.kw, self.n * self.ho * self.wo)
-    }
-
-    /// The input's shape `(N, C, H, W)`.
-    pub fn input_shape(&self) -> (usize, usize, usize, usize) {
-        (self.n, self.c, self.h, self.w)
-    }
-
-    /// Output positions `o` in `0..out_len` whose input index
-    /// `o * stride + tap - padding` lies in `0..in_len`, as a range.
-    fn valid(&self, out_len: usize, in_len: usize, tap: usize) -> std::ops::Range<usize> {
-        let s = self.stride;
-        let lo = self.padding.saturating_sub(tap).div_ceil(s).min(out_len);
-        let hi = (in_len + self.padding)
-            .saturating_sub(tap)
-            .div_ceil(s)
-            .clamp(lo, out_len);
-        lo..hi
-    }
-
-    /// Splits a column-matrix row index into `(channel, tap row, tap column)`.
-    fn split_row(&self, r: usize) -> (usize, usize, usize) {
-        (
-            r / (self.kh * self.kw),
-            (r / self.kw) % self.kh,
-            r % self.kw,
-        )
-    }
-}
+pub use crate::geometry::ConvGeometry;
+use crate::profile;
 
 /// Gathers convolution patches: `(N, C, H, W)` to `(C*kh*kw, N*Ho*Wo)`.
 ///
@@ -139,6 +54,7 @@ impl CustomOp1 for Im2Col {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("im2col");
         let g = self.0;
         let (n, c, h, w) = g.input_shape();
         if layout.dims() != [n, c, h, w] {
@@ -204,6 +120,7 @@ impl CustomOp1 for Col2Im {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("col2im");
         let g = self.0;
         let (rows, len) = g.cols_shape();
         if layout.dims() != [rows, len] {

@@ -2,17 +2,24 @@
 //!
 //! candle's CPU convolution backward is slow: the input gradient runs
 //! `conv_transpose2d` as a direct loop, which dominates a training step of a
-//! small CNN. This crate provides drop-in replacements built from one large,
-//! multi-threaded matmul plus cheap, parallel data movement:
+//! small CNN. This crate provides drop-in replacements built from gemm
+//! microkernels (the `gemm` crate, as used by candle's matmul) plus cheap,
+//! parallel data movement:
 //!
-//! - [`conv2d`]: convolution as im2col + matmul. Its backward is exact and is
-//!   itself differentiable (col2im's backward is im2col), so second
-//!   derivatives work too.
+//! - [`conv2d`]: convolution as one fused custom op. The forward runs im2col
+//!   and a gemm per chunk of the batch, in parallel, straight into the
+//!   output; the kernel and input gradients are kernels of their own, and
+//!   the input gradient is skipped when the input needs none. The gradient
+//!   ops are differentiable again, so second derivatives work.
 //! - [`batch_norm_train`] and [`batch_norm_eval`]: batch normalization over
 //!   `(N, C, H, W)` with fused, channel-parallel statistics and backward,
 //!   without the transposes and copies of a composed version.
 //! - [`im2col`] and [`col2im`]: the two adjoint data-movement ops, exposed as
 //!   candle custom ops for anyone who wants to build on them.
+//! - [`sgemm`]: the same gemm on plain slices, to measure the machine's
+//!   sgemm rate.
+//! - [`profile`]: a global per-op timer, off by default, that every op of
+//!   this crate reports to.
 //!
 //! On devices other than the CPU, and for dtypes other than `f32`, the
 //! functions fall back to candle's own ops, so callers can use them
@@ -27,10 +34,18 @@
 
 mod batch_norm;
 mod conv;
+mod conv_kernels;
+#[cfg(test)]
+mod conv_tests;
+mod geometry;
 mod im2col;
+mod patches;
+pub mod profile;
+mod sgemm;
 #[cfg(test)]
 mod test_util;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train};
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_with, ConvThreading};
 pub use im2col::{col2im, im2col, ConvGeometry};
+pub use sgemm::sgemm;

@@ -1,0 +1,252 @@
+//! The three convolution kernels on raw `f32` slices: forward, weight
+//! gradient and input gradient, each im2col/col2im plus one gemm per chunk
+//! of samples.
+//!
+//! A *chunk* is a run of consecutive samples whose columns sit side by side
+//! in one column block, so that each gemm is wide enough to run well even
+//! when a sample has few output pixels. With one sample per chunk the gemm
+//! reads and writes the tensors in place; with more, the output (or the
+//! incoming gradient) is scattered (gathered) between the sample-major
+//! tensor and the block's channel-major layout.
+
+use candle_core::Result;
+use rayon::prelude::*;
+
+use crate::geometry::ConvGeometry;
+use crate::patches::{
+    cols_from_phases, merge_sample, phases_from_cols, split_sample, Image, Phases,
+};
+use crate::profile::scope;
+use crate::sgemm::{gemm, Mat, Threads};
+
+/// How a convolution is split into work: the geometry, the output channel
+/// count, samples per chunk, and whether chunks run in parallel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub(crate) g: ConvGeometry,
+    pub(crate) o: usize,
+    pub(crate) per_chunk: usize,
+    /// Chunks in parallel with single-threaded gemms (true), or one after
+    /// the other with gemm's own threading (false).
+    pub(crate) batch_parallel: bool,
+}
+
+impl Plan {
+    /// Chunks of at least `min_cols` output pixels (whole samples).
+    pub(crate) fn new(g: ConvGeometry, o: usize, min_cols: usize, batch_parallel: bool) -> Self {
+        let per_chunk = min_cols.div_ceil(g.out_plane().max(1)).clamp(1, g.n.max(1));
+        Self {
+            g,
+            o,
+            per_chunk,
+            batch_parallel,
+        }
+    }
+
+    fn threads(&self) -> Threads {
+        if self.batch_parallel {
+            Threads::One
+        } else {
+            Threads::Pool(0)
+        }
+    }
+
+    /// Runs `body(buffers, (chunk index, chunk of out))` over chunks of
+    /// `chunk_len` values of `out`.
+    fn run<F>(&self, out: &mut [f32], chunk_len: usize, body: F) -> Result<()>
+    where
+        F: Fn(&mut Buffers, (usize, &mut [f32])) -> Result<()> + Sync + Send,
+    {
+        if out.is_empty() || chunk_len == 0 {
+            return Ok(());
+        }
+        if self.batch_parallel {
+            let chunks = out.par_chunks_mut(chunk_len).enumerate();
+            chunks.try_for_each_init(Buffers::default, body)
+        } else {
+            let mut bufs = Buffers::default();
+            let mut chunks = out.chunks_mut(chunk_len).enumerate();
+            chunks.try_for_each(|item| body(&mut bufs, item))
+        }
+    }
+}
+
+/// Scratch space reused across the chunks of one task.
+#[derive(Default)]
+struct Buffers {
+    cols: Vec<f32>,
+    grad: Vec<f32>,
+    phases: Vec<f32>,
+}
+
+/// The first `len` values of `v`, grown as needed (contents unspecified).
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// im2col of samples `n0 .. n0 + b` into a `(K, b * Ho * Wo)` block.
+fn gather_cols<'a>(
+    x: &Image<'_>,
+    g: &ConvGeometry,
+    n0: usize,
+    b: usize,
+    buf: &'a mut Vec<f32>,
+    phases: &mut Vec<f32>,
+) -> Result<Mat<'a>> {
+    let (k, p) = (g.patch_len(), g.out_plane());
+    let cols = sized(buf, k * b * p);
+    let ph = Phases::new(g);
+    let scratch = sized(phases, ph.len(g));
+    for s in 0..b {
+        split_sample(x, n0 + s, g, &ph, scratch);
+        cols_from_phases(scratch, g, &ph, cols, b * p, s * p);
+    }
+    Mat::rows(cols, k, b * p)
+}
+
+/// Samples `n0 .. n0 + b` of `gy` `(N, O, P)` as an `(O, b * P)` matrix:
+/// in place for one sample, gathered into `buf` for more.
+fn grad_block<'a>(
+    gy: &'a [f32],
+    (o, p): (usize, usize),
+    n0: usize,
+    b: usize,
+    buf: &'a mut Vec<f32>,
+) -> Result<Mat<'a>> {
+    let src = &gy[n0 * o * p..][..b * o * p];
+    if b == 1 {
+        return Mat::rows(src, o, p);
+    }
+    let ld = b * p;
+    let dst = sized(buf, o * ld);
+    for (s, sample) in src.chunks_exact(o * p).enumerate() {
+        for (oi, plane) in sample.chunks_exact(p).enumerate() {
+            dst[oi * ld + s * p..][..p].copy_from_slice(plane);
+        }
+    }
+    Mat::rows(dst, o, ld)
+}
+
+/// `y (N, O, Ho, Wo) = conv(x, w)`, `w` contiguous `(O, C, kh, kw)`.
+pub(crate) fn forward(x: &Image<'_>, w: &[f32], plan: &Plan) -> Result<Vec<f32>> {
+    let (g, o) = (&plan.g, plan.o);
+    let (k, p) = (g.patch_len(), g.out_plane());
+    let wm = Mat::rows(w, o, k)?;
+    let mut y = vec![0f32; g.n * o * p];
+    plan.run(&mut y, plan.per_chunk * o * p, |bufs, (ci, y)| {
+        let (n0, b) = (ci * plan.per_chunk, y.len() / (o * p));
+        let cols = {
+            let _t = scope("conv.fwd.im2col");
+            gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.phases)?
+        };
+        if b == 1 {
+            let _t = scope("conv.fwd.gemm");
+            return gemm(y, p, wm, cols, false, plan.threads());
+        }
+        let ld = b * p;
+        let tmp = sized(&mut bufs.grad, o * ld);
+        {
+            let _t = scope("conv.fwd.gemm");
+            gemm(tmp, ld, wm, cols, false, plan.threads())?;
+        }
+        let _t = scope("conv.fwd.scatter");
+        for (s, sample) in y.chunks_exact_mut(o * p).enumerate() {
+            for (oi, plane) in sample.chunks_exact_mut(p).enumerate() {
+                plane.copy_from_slice(&tmp[oi * ld + s * p..][..p]);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(y)
+}
+
+/// `dx (N, C, H, W)`: the gradient of `conv(x, w)` for `x`, given `gy`.
+pub(crate) fn grad_x(w: &[f32], gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
+    let (g, o) = (&plan.g, plan.o);
+    let (k, p, len) = (g.patch_len(), g.out_plane(), g.in_sample());
+    let wt = Mat::rows(w, o, k)?.t();
+    let mut dx = vec![0f32; g.n * len];
+    plan.run(&mut dx, plan.per_chunk * len, |bufs, (ci, dx)| {
+        let (n0, b) = (ci * plan.per_chunk, dx.len() / len);
+        let ld = b * p;
+        let gm = {
+            let _t = scope("conv.bwd.x.gather");
+            grad_block(gy, (o, p), n0, b, &mut bufs.grad)?
+        };
+        let gcols = sized(&mut bufs.cols, k * ld);
+        {
+            let _t = scope("conv.bwd.x.gemm");
+            gemm(gcols, ld, wt, gm, false, plan.threads())?;
+        }
+        let _t = scope("conv.bwd.x.col2im");
+        let ph = Phases::new(g);
+        let scratch = sized(&mut bufs.phases, ph.len(g));
+        for (s, img) in dx.chunks_exact_mut(len).enumerate() {
+            scratch.fill(0.0);
+            phases_from_cols(gcols, ld, s * p, g, &ph, scratch);
+            merge_sample(scratch, g, &ph, img);
+        }
+        Ok(())
+    })?;
+    Ok(dx)
+}
+
+/// `dw (O, C, kh, kw)`: the gradient of `conv(x, w)` for `w`, given `gy`.
+///
+/// The sum over samples is split into a fixed number of groups of chunks
+/// (set by the chunk and thread counts only), each accumulated on its own
+/// and then added in group order, so the result is the same from run to
+/// run.
+pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
+    let (g, o) = (&plan.g, plan.o);
+    let (k, p) = (g.patch_len(), g.out_plane());
+    let chunks = g.n.div_ceil(plan.per_chunk);
+    let groups = if plan.batch_parallel {
+        chunks.min(8.max(2 * rayon::current_num_threads()))
+    } else {
+        chunks.min(1)
+    };
+    let per_group = chunks.div_ceil(groups.max(1));
+    let part = |gi: usize| -> Result<Vec<f32>> {
+        let mut acc = vec![0f32; o * k];
+        let mut bufs = Buffers::default();
+        for (i, ci) in (gi * per_group..chunks.min((gi + 1) * per_group)).enumerate() {
+            let n0 = ci * plan.per_chunk;
+            let b = plan.per_chunk.min(g.n - n0);
+            let cols = {
+                let _t = scope("conv.bwd.w.im2col");
+                gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.phases)?
+            };
+            let gm = {
+                let _t = scope("conv.bwd.w.gather");
+                grad_block(gy, (o, p), n0, b, &mut bufs.grad)?
+            };
+            let _t = scope("conv.bwd.w.gemm");
+            gemm(&mut acc, k, gm, cols.t(), i > 0, plan.threads())?;
+        }
+        Ok(acc)
+    };
+    let mut parts: Vec<Vec<f32>> = if plan.batch_parallel {
+        (0..groups)
+            .into_par_iter()
+            .map(part)
+            .collect::<Result<_>>()?
+    } else {
+        (0..groups).map(part).collect::<Result<_>>()?
+    };
+    let _t = scope("conv.bwd.w.reduce");
+    let Some(mut total) = parts.first_mut().map(std::mem::take) else {
+        return Ok(vec![0f32; o * k]);
+    };
+    const BLOCK: usize = 4096;
+    total.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, t)| {
+        for part in &parts[1..] {
+            let src = &part[bi * BLOCK..][..t.len()];
+            t.iter_mut().zip(src).for_each(|(t, v)| *t += v);
+        }
+    });
+    Ok(total)
+}
