@@ -7,12 +7,20 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use selfsup::data::{Batch, Image, Rng, SimclrViews, ViewRecipe};
 use selfsup::encoders::seeded_var_builder;
+use selfsup::kernels::profile;
 use selfsup::train::methods::{build_method, DataShape};
 use selfsup::train::optim::{build_optimizer, trainable_params};
 use selfsup::train::TrainConfig;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
+
+/// Profiler scopes of the three phases of a timed step.
+pub(crate) const STEP_FORWARD: &str = "step.forward";
+/// See [`STEP_FORWARD`].
+pub(crate) const STEP_BACKWARD: &str = "step.backward";
+/// See [`STEP_FORWARD`].
+pub(crate) const STEP_OPTIMIZER: &str = "step.optimizer";
 
 #[derive(serde::Serialize)]
 struct StepResult {
@@ -33,7 +41,7 @@ fn threads() -> usize {
 }
 
 /// Seconds per SimCLR step (forward, loss, backward, SGD update) on random input.
-fn candle_step_seconds(
+pub(crate) fn candle_step_seconds(
     encoder: &str,
     channels: usize,
     size: usize,
@@ -61,11 +69,20 @@ fn candle_step_seconds(
         targets: None,
     };
     let mut step = || -> Result<()> {
-        let loss = method.loss(&batch)?;
-        opt.step(&loss.backward()?, cfg.lr)?;
+        let loss = {
+            let _t = profile::scope(STEP_FORWARD);
+            method.loss(&batch)?
+        };
+        let grads = {
+            let _t = profile::scope(STEP_BACKWARD);
+            loss.backward()?
+        };
+        let _t = profile::scope(STEP_OPTIMIZER);
+        opt.step(&grads, cfg.lr)?;
         Ok(())
     };
     step()?; // warm-up
+    profile::take();
     let t = Instant::now();
     for _ in 0..steps {
         step()?;
@@ -148,6 +165,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut models = vec![("small-cnn", 1, 28, 256)];
     if !args.quick {
         models.push(("resnet18-cifar", 3, 32, 128));
+    }
+    if args.profile {
+        for &(model, channels, size, batch) in &models {
+            crate::bench_profile::print_profile(model, channels, size, batch, args.steps)?;
+        }
     }
     let mut results = Vec::new();
     println!("| SimCLR step | batch | threads | selfsup img/s | PyTorch img/s | ratio |");

@@ -156,6 +156,9 @@ pub struct BenchArgs {
     /// Only the small-cnn step (skip resnet18-cifar).
     #[arg(long)]
     pub quick: bool,
+    /// Also print a per-op time breakdown of one SimCLR step per model (forward and backward).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Parses `--device`.

@@ -14,5 +14,6 @@
 pub use selfsup_contrastive as contrastive;
 pub use selfsup_data as data;
 pub use selfsup_encoders as encoders;
+pub use selfsup_kernels as kernels;
 pub use selfsup_pretext as pretext;
 pub use selfsup_train as train;
