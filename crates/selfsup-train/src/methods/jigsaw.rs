@@ -2,10 +2,11 @@
 //! by Solving Jigsaw Puzzles"): the tiles of an image, shuffled by one of `P`
 //! permutations, go through the shared encoder; their features, concatenated in view
 //! order, feed an MLP that names the permutation.
+use super::classification::{batch_targets, ClassificationTask};
 use super::{encoder_kind, DataShape};
 use crate::checkpoint::write_atomic;
 use crate::config::TrainConfig;
-use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
+use crate::method::ENCODER_PREFIX;
 use crate::{Result, TrainError};
 use candle_core::{DType, Tensor};
 use candle_nn::{Module, VarBuilder};
@@ -119,13 +120,6 @@ impl Jigsaw {
             .reshape((n, tiles * dim))?;
         self.head.forward(&per_image)
     }
-
-    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
-        let Some(targets) = &batch.targets else {
-            candle_core::bail!("jigsaw batches need permutation labels (batch.targets)")
-        };
-        classify(&self.logits(&batch.views, train)?, targets)
-    }
 }
 
 /// Names a data-side setting error after its `[pretext]` setting.
@@ -138,46 +132,35 @@ fn in_pretext(e: DataError) -> TrainError {
     }
 }
 
-impl Method for Jigsaw {
-    fn name(&self) -> &'static str {
-        "jigsaw"
-    }
+impl ClassificationTask for Jigsaw {
+    const NAME: &'static str = "jigsaw";
 
-    fn views(&self) -> Arc<dyn ViewRecipe> {
+    fn recipe(&self) -> Arc<dyn ViewRecipe> {
         self.views.clone()
     }
 
-    fn loss(&mut self, batch: &Batch) -> candle_core::Result<Tensor> {
-        Ok(self.classified(batch, true)?.loss)
-    }
-
-    fn encoder(&self) -> &dyn Encoder {
+    fn backbone(&self) -> &dyn Encoder {
         self.encoder.as_ref()
     }
 
-    fn pretext_metric(&self) -> Option<PretextMetric> {
-        Some(PretextMetric::Top1)
+    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
+        classify(
+            &self.logits(&batch.views, train)?,
+            batch_targets(batch, Self::NAME)?,
+        )
     }
 
-    fn pretext_eval(&self, batch: &Batch) -> candle_core::Result<PretextTally> {
-        let c = self.classified(batch, false)?;
-        Ok(PretextTally {
-            sum: c.correct as f64,
-            count: c.total,
-        })
-    }
-
-    fn write_artifacts(&self, run_dir: &Path, _step: usize) -> Result<()> {
+    fn artifacts(&self, run_dir: &Path, _step: usize) -> Result<()> {
         let json = serde_json::to_string_pretty(self.permutations())
             .map_err(|e| TrainError::config("pretext.permutations", e.to_string()))?;
         write_atomic(&run_dir.join(PERMUTATIONS_FILE), json.as_bytes())
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
+    fn task_state(&self) -> Vec<(String, Tensor)> {
         vec![(PERMUTATIONS_STATE.into(), self.permutations.clone())]
     }
 
-    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> candle_core::Result<()> {
+    fn load_task_state(&mut self, state: &HashMap<String, Tensor>) -> candle_core::Result<()> {
         let Some(saved) = state.get(PERMUTATIONS_STATE) else {
             candle_core::bail!(
                 "the checkpoint has no {PERMUTATIONS_STATE}; was it written by a jigsaw run?"
@@ -205,6 +188,7 @@ impl Method for Jigsaw {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::method::{Method, PretextMetric, PretextTally};
     use candle_core::Device;
     use candle_nn::VarMap;
 

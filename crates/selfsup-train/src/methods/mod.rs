@@ -1,4 +1,5 @@
 //! One file per method recipe, and [`build_method`] to choose one by name.
+mod classification;
 mod inpainting;
 mod jigsaw;
 mod relative_patch;

@@ -2,9 +2,10 @@
 //! Representation Learning by Context Prediction"): a patch and one of its eight
 //! neighbours go through the shared encoder, and an MLP on the two features names
 //! which neighbour it is.
+use super::classification::{batch_targets, ClassificationTask};
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
-use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
+use crate::method::ENCODER_PREFIX;
 use crate::Result;
 use candle_core::Tensor;
 use candle_nn::{Module, VarBuilder};
@@ -69,42 +70,24 @@ impl RelativePatch {
         let pairs = Tensor::cat(&[features.narrow(0, 0, n)?, features.narrow(0, n, n)?], 1)?;
         self.head.forward(&pairs)
     }
-
-    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
-        let Some(targets) = &batch.targets else {
-            candle_core::bail!("relative patch batches need neighbour labels (batch.targets)")
-        };
-        classify(&self.logits(&batch.views, train)?, targets)
-    }
 }
 
-impl Method for RelativePatch {
-    fn name(&self) -> &'static str {
-        "relative-patch"
-    }
+impl ClassificationTask for RelativePatch {
+    const NAME: &'static str = "relative-patch";
 
-    fn views(&self) -> Arc<dyn ViewRecipe> {
+    fn recipe(&self) -> Arc<dyn ViewRecipe> {
         self.views.clone()
     }
 
-    fn loss(&mut self, batch: &Batch) -> candle_core::Result<Tensor> {
-        Ok(self.classified(batch, true)?.loss)
-    }
-
-    fn encoder(&self) -> &dyn Encoder {
+    fn backbone(&self) -> &dyn Encoder {
         self.encoder.as_ref()
     }
 
-    fn pretext_metric(&self) -> Option<PretextMetric> {
-        Some(PretextMetric::Top1)
-    }
-
-    fn pretext_eval(&self, batch: &Batch) -> candle_core::Result<PretextTally> {
-        let c = self.classified(batch, false)?;
-        Ok(PretextTally {
-            sum: c.correct as f64,
-            count: c.total,
-        })
+    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
+        classify(
+            &self.logits(&batch.views, train)?,
+            batch_targets(batch, Self::NAME)?,
+        )
     }
 }
 
@@ -112,6 +95,7 @@ impl Method for RelativePatch {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::method::{Method, PretextMetric, PretextTally};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
     use selfsup_encoders::seeded_var_builder;

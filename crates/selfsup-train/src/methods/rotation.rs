@@ -1,9 +1,10 @@
 //! Rotation prediction (Gidaris, Singh, Komodakis 2018, "Unsupervised Representation
 //! Learning by Predicting Image Rotations"): every image appears in the batch at 0, 90,
 //! 180 and 270 degrees, and a classifier on the encoder features names the rotation.
+use super::classification::ClassificationTask;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
-use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
+use crate::method::ENCODER_PREFIX;
 use crate::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::{Module, VarBuilder};
@@ -59,12 +60,6 @@ impl Rotation {
         let features = self.encoder.forward_t(&Tensor::cat(views, 0)?, train)?;
         self.head.forward(&features)
     }
-
-    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
-        let logits = self.logits(&batch.views, train)?;
-        let n = batch.views[0].dim(0)?;
-        classify(&logits, &rotation_labels(n, logits.device())?)
-    }
 }
 
 /// The labels of `n` images' views stacked view-major: `n` zeros, `n` ones, `n` twos, `n` threes.
@@ -78,33 +73,21 @@ fn rotation_labels(n: usize, device: &Device) -> candle_core::Result<Tensor> {
     Tensor::from_vec(labels, ROTATIONS * n, device)
 }
 
-impl Method for Rotation {
-    fn name(&self) -> &'static str {
-        "rotation"
-    }
+impl ClassificationTask for Rotation {
+    const NAME: &'static str = "rotation";
 
-    fn views(&self) -> Arc<dyn ViewRecipe> {
+    fn recipe(&self) -> Arc<dyn ViewRecipe> {
         self.views.clone()
     }
 
-    fn loss(&mut self, batch: &Batch) -> candle_core::Result<Tensor> {
-        Ok(self.classified(batch, true)?.loss)
-    }
-
-    fn encoder(&self) -> &dyn Encoder {
+    fn backbone(&self) -> &dyn Encoder {
         self.encoder.as_ref()
     }
 
-    fn pretext_metric(&self) -> Option<PretextMetric> {
-        Some(PretextMetric::Top1)
-    }
-
-    fn pretext_eval(&self, batch: &Batch) -> candle_core::Result<PretextTally> {
-        let c = self.classified(batch, false)?;
-        Ok(PretextTally {
-            sum: c.correct as f64,
-            count: c.total,
-        })
+    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
+        let logits = self.logits(&batch.views, train)?;
+        let n = batch.views[0].dim(0)?;
+        classify(&logits, &rotation_labels(n, logits.device())?)
     }
 }
 
@@ -112,6 +95,7 @@ impl Method for Rotation {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::method::{Method, PretextMetric, PretextTally};
     use candle_core::DType;
     use candle_nn::VarMap;
     use selfsup_encoders::seeded_var_builder;
