@@ -1,7 +1,6 @@
 use candle_core::{Result, Tensor};
-use candle_nn::{
-    batch_norm, BatchNorm, BatchNormConfig, Init, Linear, Module, ModuleT, VarBuilder,
-};
+use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
+use selfsup_encoders::torch_linear;
 
 /// The SimCLR projection head (Chen et al. 2020): Linear, BatchNorm, ReLU, Linear.
 ///
@@ -40,18 +39,4 @@ impl ModuleT for ProjectionHead {
         let h = self.bn1.forward_t(&self.fc1.forward(x)?, train)?.relu()?;
         self.fc2.forward(&h)
     }
-}
-
-/// A linear layer with PyTorch's default init: weight and bias from U(±1/√in).
-/// (candle-nn's `linear` draws the weight from Kaiming-normal, √6 times wider, which
-/// under the following batch norm or L2 normalisation slows learning six-fold.)
-fn torch_linear(input_dim: usize, output_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    let bound = 1.0 / (input_dim.max(1) as f64).sqrt();
-    let init = Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    let weight = vb.get_with_hints((output_dim, input_dim), "weight", init)?;
-    let bias = vb.get_with_hints(output_dim, "bias", init)?;
-    Ok(Linear::new(weight, Some(bias)))
 }

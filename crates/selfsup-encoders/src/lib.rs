@@ -46,6 +46,6 @@ mod small_cnn;
 mod test_util;
 
 pub use encoder::{Encoder, EncoderKind, ParseEncoderKindError, Stem};
-pub use init::{seeded_var_builder, torch_default_init, TORCHVISION_CONV_INIT};
+pub use init::{seeded_var_builder, torch_default_init, torch_linear, TORCHVISION_CONV_INIT};
 pub use resnet::{Block, ResNet, ResNetConfig};
 pub use small_cnn::SmallCnn;

@@ -1,6 +1,7 @@
 //! The classifier head shared by the classification pretext tasks.
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_nn::{Linear, Module, VarBuilder};
+use selfsup_encoders::torch_linear;
 
 /// Linear, ReLU, Linear: the MLP that maps (possibly concatenated) encoder
 /// features to pretext-class logits. Doersch et al. 2015 and Noroozi & Favaro 2016
@@ -53,18 +54,6 @@ impl Module for MlpHead {
         }
         Ok(h)
     }
-}
-
-/// A linear layer with PyTorch's default init: weight and bias from U(±1/√in).
-fn torch_linear(input_dim: usize, output_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    let bound = 1.0 / (input_dim as f64).sqrt();
-    let init = Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    let weight = vb.get_with_hints((output_dim, input_dim), "weight", init)?;
-    let bias = vb.get_with_hints(output_dim, "bias", init)?;
-    Ok(Linear::new(weight, Some(bias)))
 }
 
 /// The loss and the top-1 count of one batch of pretext predictions.
