@@ -86,4 +86,16 @@ pub fn print_summary(run: &EvalFile, baseline: &EvalReport) {
         run.linear_probe_top1 - baseline.linear_probe_top1,
         run.knn_top1 - baseline.knn_top1
     );
+    if let Some(top1) = run.pretext_top1 {
+        println!(
+            "\npretext task ({}) on the test split: top-1 {top1:.2}%",
+            run.method
+        );
+    }
+    if let Some(mse) = run.pretext_mse {
+        println!(
+            "\npretext task ({}) on the test split: masked-region MSE {mse:.4}",
+            run.method
+        );
+    }
 }
