@@ -143,6 +143,26 @@ pub fn random_resized_crop(
     resized_crop(img, top, left, h, w, out_h, out_w)
 }
 
+/// The geometric part shared by SimCLR, rotation and inpainting views:
+/// [`random_resized_crop`] to `size x size` (aspect ratio 3/4 to 4/3), then a
+/// horizontal flip with probability `hflip_p`.
+///
+/// # Shapes
+/// `(C, H, W)` in, `(C, size, size)` out.
+pub fn crop_and_flip(
+    img: &Image,
+    size: usize,
+    scale: (f64, f64),
+    hflip_p: f64,
+    rng: &mut Rng,
+) -> Image {
+    let mut v = random_resized_crop(img, size, size, scale, DEFAULT_RATIO, rng);
+    if rng.bernoulli(hflip_p) {
+        hflip_in_place(&mut v);
+    }
+    v
+}
+
 /// Mirrors each row in place.
 pub fn hflip_in_place(img: &mut Image) {
     if img.width == 0 {

@@ -1,9 +1,6 @@
 //! View recipes: how one image becomes the views a method trains on.
 
-use crate::augment::{
-    grayscale_in_place, hflip_in_place, random_resized_crop, solarize_in_place, ColorJitter,
-    DEFAULT_RATIO,
-};
+use crate::augment::{crop_and_flip, grayscale_in_place, solarize_in_place, ColorJitter};
 use crate::error::{DataError, Result};
 use crate::image::Image;
 use crate::rng::Rng;
@@ -115,17 +112,7 @@ impl SimclrViews {
     /// # Shapes
     /// `(C, H, W)` in, `(C, size, size)` out.
     pub fn view(&self, img: &Image, rng: &mut Rng, scratch: &mut Vec<f32>) -> Image {
-        let mut v = random_resized_crop(
-            img,
-            self.size,
-            self.size,
-            self.crop_scale,
-            DEFAULT_RATIO,
-            rng,
-        );
-        if rng.bernoulli(self.hflip_p) {
-            hflip_in_place(&mut v);
-        }
+        let mut v = crop_and_flip(img, self.size, self.crop_scale, self.hflip_p, rng);
         if rng.bernoulli(self.jitter_p) {
             self.jitter.apply_in_place(&mut v, rng);
         }

@@ -133,6 +133,12 @@ struct ConvGradX(Plan);
 /// `(x, gy) -> dw`.
 struct ConvGradW(Plan);
 
+/// The gradient that `make` computes, if `input` takes part in autograd (candle asks
+/// for both gradients of a binary op even when one input is a constant, such as the image).
+fn if_tracked(input: &Tensor, make: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    input.track_op().then(make).transpose()
+}
+
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         "selfsup-conv2d"
@@ -161,16 +167,8 @@ impl CustomOp2 for Conv {
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
-        let dx = if x.track_op() {
-            Some(w.apply_op2(&gy, ConvGradX(self.0))?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2(&gy, ConvGradW(self.0))?)
-        } else {
-            None
-        };
+        let dx = if_tracked(x, || w.apply_op2(&gy, ConvGradX(self.0)))?;
+        let dw = if_tracked(w, || x.apply_op2(&gy, ConvGradW(self.0)))?;
         Ok((dx, dw))
     }
 }
@@ -208,16 +206,8 @@ impl CustomOp2 for ConvGradX {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // <dx(w, gy), v> = <gy, conv(v, w)>.
         let v = v.contiguous()?;
-        let dw = if w.track_op() {
-            Some(v.apply_op2(gy, ConvGradW(self.0))?)
-        } else {
-            None
-        };
-        let dgy = if gy.track_op() {
-            Some(v.apply_op2(w, Conv(self.0))?)
-        } else {
-            None
-        };
+        let dw = if_tracked(w, || v.apply_op2(gy, ConvGradW(self.0)))?;
+        let dgy = if_tracked(gy, || v.apply_op2(w, Conv(self.0)))?;
         Ok((dw, dgy))
     }
 }
@@ -251,16 +241,8 @@ impl CustomOp2 for ConvGradW {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // <dw(x, gy), v> = <gy, conv(x, v)>.
         let v = v.contiguous()?;
-        let dx = if x.track_op() {
-            Some(v.apply_op2(gy, ConvGradX(self.0))?)
-        } else {
-            None
-        };
-        let dgy = if gy.track_op() {
-            Some(x.apply_op2(&v, Conv(self.0))?)
-        } else {
-            None
-        };
+        let dx = if_tracked(x, || v.apply_op2(gy, ConvGradX(self.0)))?;
+        let dgy = if_tracked(gy, || x.apply_op2(&v, Conv(self.0)))?;
         Ok((dx, dgy))
     }
 }

@@ -2,7 +2,7 @@
 //! by Inpainting", section 3.3): which squares of an image are hidden, reported as
 //! free labels, and their rasterisation with the overlap border.
 
-use crate::augment::{hflip_in_place, random_resized_crop, DEFAULT_RATIO};
+use crate::augment::crop_and_flip;
 use crate::error::{DataError, Result};
 use crate::image::Image;
 use crate::rng::Rng;
@@ -190,17 +190,7 @@ impl ViewRecipe for InpaintingViews {
     }
 
     fn sample(&self, img: &Image, rng: &mut Rng) -> Sample {
-        let mut view = random_resized_crop(
-            img,
-            self.size,
-            self.size,
-            self.crop_scale,
-            DEFAULT_RATIO,
-            rng,
-        );
-        if rng.bernoulli(self.hflip_p) {
-            hflip_in_place(&mut view);
-        }
+        let view = crop_and_flip(img, self.size, self.crop_scale, self.hflip_p, rng);
         let targets = self
             .boxes(rng)
             .iter()

@@ -2,7 +2,7 @@
 //! Representation Learning by Predicting Image Rotations"): every image at 0, 90, 180
 //! and 270 degrees.
 
-use crate::augment::{hflip_in_place, random_resized_crop, resized_crop, DEFAULT_RATIO};
+use crate::augment::{crop_and_flip, resized_crop};
 use crate::error::{DataError, Result};
 use crate::image::Image;
 use crate::rng::Rng;
@@ -88,18 +88,7 @@ impl RotationViews {
             cropped = resized_crop(img, top, left, side, side, side, side);
             &cropped
         };
-        let mut v = random_resized_crop(
-            square,
-            self.size,
-            self.size,
-            self.crop_scale,
-            DEFAULT_RATIO,
-            rng,
-        );
-        if rng.bernoulli(self.hflip_p) {
-            hflip_in_place(&mut v);
-        }
-        v
+        crop_and_flip(square, self.size, self.crop_scale, self.hflip_p, rng)
     }
 }
 
