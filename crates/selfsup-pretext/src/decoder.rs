@@ -1,7 +1,8 @@
 //! The decoder and the reconstruction loss of inpainting (Pathak et al. 2016,
 //! "Context Encoders: Feature Learning by Inpainting").
 use candle_core::{DType, Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, Module, ModuleT, VarBuilder};
+use candle_nn::{BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
+use selfsup_encoders::torch_default_init;
 
 /// Upsampling stages: each transposed convolution doubles the side.
 pub const DECODER_STAGES: usize = 3;
@@ -15,16 +16,6 @@ const BN: BatchNormConfig = BatchNormConfig {
     affine: true,
     momentum: 0.1,
 };
-
-/// PyTorch's default init of `nn.Linear`, `nn.ConvTranspose2d` and their biases:
-/// U(±1/√fan_in), where a transposed convolution's fan-in is `out_channels * k * k`.
-fn torch_uniform(fan_in: usize) -> Init {
-    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
-}
 
 /// Maps the encoder's pooled feature vector back to an image, as the context
 /// encoder's decoder does: a fully connected layer to a `4w x s0 x s0` map
@@ -76,7 +67,7 @@ impl Decoder {
         let fc_weight = vb.get_with_hints(
             (start, feature_dim),
             "fc.weight",
-            torch_uniform(feature_dim),
+            torch_default_init(feature_dim),
         )?;
         let norms = widths[..DECODER_STAGES]
             .iter()
@@ -87,7 +78,7 @@ impl Decoder {
             .windows(2)
             .enumerate()
             .map(|(i, w)| {
-                let init = torch_uniform(w[1] * KERNEL * KERNEL);
+                let init = torch_default_init(w[1] * KERNEL * KERNEL);
                 let name = format!("up{}.weight", i + 1);
                 vb.get_with_hints((w[0], w[1], KERNEL, KERNEL), &name, init)
             })
@@ -95,7 +86,7 @@ impl Decoder {
         let out_bias = vb.get_with_hints(
             channels,
             &format!("up{DECODER_STAGES}.bias"),
-            torch_uniform(width * KERNEL * KERNEL),
+            torch_default_init(width * KERNEL * KERNEL),
         )?;
         Ok(Self {
             fc: Linear::new(fc_weight, None),

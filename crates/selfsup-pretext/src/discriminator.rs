@@ -1,19 +1,11 @@
 //! The adversarial part of the context encoder (Pathak et al. 2016, section 3.2.2):
 //! a small convolutional discriminator and the two sides of its logistic loss.
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
+use selfsup_encoders::torch_default_init;
 
 /// Slope of the leaky ReLUs (DCGAN's 0.2).
 const LEAK: f64 = 0.2;
-
-/// PyTorch's default init of `nn.Conv2d` and `nn.Linear`: U(±1/√fan_in).
-fn torch_uniform(fan_in: usize) -> Init {
-    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
-}
 
 /// Tells real images from filled-in ones: two stride-2 convolutions (kernel 4,
 /// padding 1, to `w` and `2w` channels, each with a bias and a leaky ReLU), a
@@ -48,14 +40,14 @@ impl Discriminator {
             .enumerate()
             .map(|(i, w)| {
                 let vb = vb.pp(format!("conv{}", i + 1));
-                let init = torch_uniform(w[0] * 16);
+                let init = torch_default_init(w[0] * 16);
                 Ok((
                     vb.get_with_hints((w[1], w[0], 4, 4), "weight", init)?,
                     vb.get_with_hints(w[1], "bias", init)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let init = torch_uniform(2 * width);
+        let init = torch_default_init(2 * width);
         Ok(Self {
             convs,
             fc_weight: vb.get_with_hints((1, 2 * width), "fc.weight", init)?,
