@@ -21,12 +21,16 @@ pub struct LinearProbeConfig {
     pub seed: u64,
 }
 
+/// 30 epochs at lr 1e-2 train the probe to convergence: on SimCLR features (20 epochs,
+/// small-cnn, Fashion-MNIST) it scores 88.93%, against 88.98% after 100 epochs, while lr
+/// 1e-3 stops short at 88.34% (train accuracy 89.4% vs 90.5%). An under-trained probe
+/// would understate every encoder, the baseline included.
 impl Default for LinearProbeConfig {
     fn default() -> Self {
         Self {
             epochs: 30,
             batch_size: 256,
-            lr: 1e-3,
+            lr: 1e-2,
             weight_decay: 1e-4,
             seed: 0,
         }
