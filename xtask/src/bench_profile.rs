@@ -10,7 +10,14 @@ use selfsup::kernels::profile;
 use std::time::Duration;
 
 /// Kernel ops that run in the forward phase; every other op-level scope runs in backward.
-const FORWARD_OPS: &[&str] = &["conv.fwd", "bn.stats", "bn.fwd", "im2col"];
+const FORWARD_OPS: &[&str] = &[
+    "conv.fwd",
+    "bn.stats",
+    "bn.fwd",
+    "relu.fwd",
+    "maxpool.fwd",
+    "im2col",
+];
 
 /// Runs `steps` timed SimCLR steps of `model` with the profiler on and prints the breakdown.
 ///

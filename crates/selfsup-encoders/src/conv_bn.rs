@@ -1,22 +1,23 @@
-//! The conv + batch-norm pair that every backbone here is made of.
+//! The conv + batch-norm (+ ReLU) unit that every backbone here is made of.
 //!
-//! On the CPU both run through `selfsup-kernels` (im2col + gemm convolution, fused
-//! batch norm, each with its own backward); on CUDA and Metal the kernels fall back
-//! to candle's own ops.
+//! On the CPU all run through `selfsup-kernels` (im2col + gemm convolution, fused
+//! batch norm with the ReLU fused in, each with its own backward); on CUDA and Metal
+//! the kernels fall back to candle's own ops.
 
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use selfsup_kernels::{batch_norm_eval, batch_norm_train, conv2d};
+use selfsup_kernels::{batch_norm_eval, batch_norm_train, batch_norm_train_relu, conv2d, relu};
 
 /// PyTorch's `BatchNorm2d` defaults.
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 /// A square `kernel` convolution without bias (padding `kernel / 2`) followed
-/// by batch-norm; no activation.
+/// by batch-norm and, when built [`with_relu`](Self::with_relu), a ReLU.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvBn {
     weight: Tensor,
+    relu: bool,
     stride: usize,
     padding: usize,
     bn_weight: Tensor,
@@ -43,6 +44,7 @@ impl ConvBn {
         };
         Ok(Self {
             weight,
+            relu: false,
             stride,
             padding: kernel / 2,
             running_mean: stat("running_mean", Init::Const(0.))?,
@@ -52,22 +54,34 @@ impl ConvBn {
         })
     }
 
+    /// The same unit followed by a ReLU, fused into the batch-norm kernels in
+    /// training mode (no variables change).
+    pub(crate) fn with_relu(self) -> Self {
+        Self { relu: true, ..self }
+    }
+
     /// `(N, cin, H, W)` to `(N, cout, H / stride, W / stride)` (rounded up). In training
     /// mode the batch statistics normalise and update the running statistics
     /// (momentum 0.1, unbiased variance, as PyTorch).
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = conv2d(x, &self.weight, self.stride, self.padding)?;
         if !train {
-            return batch_norm_eval(
+            let out = batch_norm_eval(
                 &y,
                 self.running_mean.as_tensor(),
                 self.running_var.as_tensor(),
                 &self.bn_weight,
                 &self.bn_bias,
                 BN_EPS,
-            );
+            )?;
+            return if self.relu { relu(&out) } else { Ok(out) };
         }
-        let (out, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias, BN_EPS)?;
+        let bn = if self.relu {
+            batch_norm_train_relu
+        } else {
+            batch_norm_train
+        };
+        let (out, mean, var) = bn(&y, &self.bn_weight, &self.bn_bias, BN_EPS)?;
         let (n, _, h, w) = y.dims4()?;
         let m = (n * h * w) as f64;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
@@ -109,9 +123,9 @@ mod tests {
         d / s
     }
 
-    /// The fast path agrees with candle-nn's conv + BatchNorm, outputs and running statistics.
-    #[test]
-    fn matches_candle_nn_conv_and_batch_norm() {
+    /// The fast path agrees with candle-nn's conv + BatchNorm (+ candle's ReLU with
+    /// `relu`): outputs, input gradients and running statistics.
+    fn check_against_candle_nn(relu: bool) {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = crate::seeded_var_builder(&vm, 5, DType::F32, &dev);
@@ -124,6 +138,7 @@ mod tests {
             vb.pp("bn"),
         )
         .unwrap();
+        let ours = if relu { ours.with_relu() } else { ours };
         // candle-nn modules over copies of the same variables.
         let vm_ref = VarMap::new();
         for (name, var) in vm.data().lock().unwrap().iter() {
@@ -146,15 +161,36 @@ mod tests {
             momentum: BN_MOMENTUM,
         };
         let bn = candle_nn::batch_norm(5, bn_cfg, vb_ref.pp("bn")).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (4, 3, 9, 7), &dev).unwrap();
+        let x = Var::randn(0f32, 1.0, (4, 3, 9, 7), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (4, 5, 5, 4), &dev).unwrap();
         for train in [true, true, false] {
             let a = ours.forward_t(&x, train).unwrap();
             let b = bn.forward_t(&conv.forward(&x).unwrap(), train).unwrap();
-            assert!(max_rel_diff(&a, &b) < 1e-4, "train={train}");
+            let b = if relu { b.relu().unwrap() } else { b };
+            assert!(max_rel_diff(&a, &b) < 1e-4, "relu={relu} train={train}");
+            let grad = |y: &Tensor| {
+                let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                g.get(&x).unwrap().clone()
+            };
+            let (ga, gb) = (grad(&a), grad(&b));
+            assert!(
+                max_rel_diff(&ga, &gb) < 1e-4,
+                "grad relu={relu} train={train}"
+            );
         }
         for stat in ["bn.running_mean", "bn.running_var"] {
             let get = |vm: &VarMap| vm.data().lock().unwrap()[stat].as_tensor().copy().unwrap();
             assert!(max_rel_diff(&get(&vm), &get(&vm_ref)) < 1e-4, "{stat}");
         }
+    }
+
+    #[test]
+    fn matches_candle_nn_conv_and_batch_norm() {
+        check_against_candle_nn(false);
+    }
+
+    #[test]
+    fn with_relu_matches_candle_nn_conv_batch_norm_and_relu() {
+        check_against_candle_nn(true);
     }
 }

@@ -4,6 +4,7 @@
 
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
+use selfsup_kernels::relu;
 
 use crate::conv_bn::ConvBn;
 use crate::encoder::{Encoder, Stem};
@@ -94,19 +95,17 @@ impl Residual {
     ) -> Result<Self> {
         let mut convs = Vec::new();
         let mut c = cin;
-        for (i, (kernel, cout, s)) in block.convs(planes, stride).into_iter().enumerate() {
+        let specs = block.convs(planes, stride);
+        let last = specs.len() - 1;
+        for (i, (kernel, cout, s)) in specs.into_iter().enumerate() {
             let (conv_vb, bn_vb) = (
                 vb.pp(format!("conv{}", i + 1)),
                 vb.pp(format!("bn{}", i + 1)),
             );
-            convs.push(ConvBn::new(
-                (c, cout),
-                kernel,
-                s,
-                TORCHVISION_CONV_INIT,
-                conv_vb,
-                bn_vb,
-            )?);
+            let conv = ConvBn::new((c, cout), kernel, s, TORCHVISION_CONV_INIT, conv_vb, bn_vb)?;
+            // Every conv but the last is followed by a ReLU; the last one's
+            // comes after the residual sum.
+            convs.push(if i < last { conv.with_relu() } else { conv });
             c = cout;
         }
         let downsample = if stride != 1 || cin != c {
@@ -127,17 +126,14 @@ impl Residual {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
-        for (i, conv) in self.convs.iter().enumerate() {
+        for conv in &self.convs {
             h = conv.forward_t(&h, train)?;
-            if i + 1 < self.convs.len() {
-                h = h.relu()?;
-            }
         }
         let shortcut = match &self.downsample {
             Some(ds) => ds.forward_t(x, train)?,
             None => x.clone(),
         };
-        (h + shortcut)?.relu()
+        relu(&(h + shortcut)?)
     }
 }
 
@@ -187,7 +183,8 @@ impl ResNet {
             TORCHVISION_CONV_INIT,
             vb.pp("conv1"),
             vb.pp("bn1"),
-        )?;
+        )?
+        .with_relu();
         let mut blocks = Vec::new();
         let mut cin = 64;
         for (stage, &count) in cfg.layers.iter().enumerate() {
@@ -210,7 +207,7 @@ impl ResNet {
 
 impl Encoder for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.stem.forward_t(x, train)?.relu()?;
+        let mut h = self.stem.forward_t(x, train)?;
         if self.max_pool {
             h = max_pool2d_padded(&h, 3, 2, 1)?;
         }

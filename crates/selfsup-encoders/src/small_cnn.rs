@@ -43,6 +43,7 @@ impl SmallCnn {
                 );
                 let init = torch_default_init(channels[i] * 9);
                 ConvBn::new((channels[i], channels[i + 1]), 3, stride, init, conv, bn)
+                    .map(ConvBn::with_relu)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers, width })
@@ -58,7 +59,7 @@ impl Encoder for SmallCnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for layer in &self.layers {
-            h = layer.forward_t(&h, train)?.relu()?;
+            h = layer.forward_t(&h, train)?;
         }
         global_avg_pool(&h)
     }

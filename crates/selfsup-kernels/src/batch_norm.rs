@@ -1,11 +1,9 @@
-//! Batch normalization over `(N, C, H, W)` with fused per-channel passes.
+//! Batch normalization over `(N, C, H, W)` with fused per-channel passes,
+//! optionally followed by a fused ReLU.
 
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
-};
-use rayon::prelude::*;
+use candle_core::{bail, DType, Result, Tensor, D};
 
-use crate::profile;
+use crate::batch_norm_kernels::{BnTrain, Stats};
 
 /// Training-mode batch normalization (Ioffe & Szegedy, 2015) with batch
 /// statistics and an exact, fused backward pass.
@@ -33,6 +31,44 @@ pub fn batch_norm_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    train(x, weight, bias, BnTrain { eps, relu: false })
+}
+
+/// [`batch_norm_train`] followed by a ReLU, `y = max(0, BN(x))`, fused into
+/// the same kernels: the ReLU costs no pass over memory of its own in either
+/// direction.
+///
+/// The gradient is masked by `y > 0`, as PyTorch's `threshold_backward`
+/// does (candle's own `relu` also lets the gradient through where its input
+/// is exactly 0; both are subgradients). `mean` and `var` are the statistics
+/// of `x`, as for [`batch_norm_train`].
+///
+/// On devices other than the CPU, or for dtypes other than `f32`, this is
+/// composed from candle ops instead.
+///
+/// # Shapes
+///
+/// As [`batch_norm_train`].
+///
+/// # Errors
+///
+/// As [`batch_norm_train`].
+pub fn batch_norm_train_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    train(x, weight, bias, BnTrain { eps, relu: true })
+}
+
+/// Both training-mode variants; `op` says whether the ReLU follows.
+fn train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    op: BnTrain,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (_, c, _, _) = x.dims4()?;
     if weight.dims() != [c] || bias.dims() != [c] {
         bail!(
@@ -42,12 +78,14 @@ pub fn batch_norm_train(
         )
     }
     if !x.device().is_cpu() || [x.dtype(), weight.dtype(), bias.dtype()] != [DType::F32; 3] {
-        return batch_norm_train_composed(x, weight, bias, eps);
+        let (y, mean, var) = batch_norm_train_composed(x, weight, bias, op.eps)?;
+        let y = if op.relu { y.relu()? } else { y };
+        return Ok((y, mean, var));
     }
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&Stats)?; // (2, C): mean, biased var
     let affine = Tensor::stack(&[weight, bias], 0)?; // (2, C), tracked
-    let y = x.apply_op3(&stats, &affine, BnTrain { eps })?;
+    let y = x.apply_op3(&stats, &affine, op)?;
     Ok((y, stats.get(0)?, stats.get(1)?))
 }
 
@@ -98,237 +136,6 @@ pub(crate) fn batch_norm_train_composed(
     Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
 }
 
-/// The contiguous `f32` data of a storage.
-fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        bail!("batch norm: expected a contiguous tensor")
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
-/// `(N, C, H * W)` of a 4-D layout.
-fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
-    let &[n, c, h, w] = l.dims() else {
-        bail!("batch norm: expected (N, C, H, W), got {:?}", l.dims())
-    };
-    Ok((n, c, h * w))
-}
-
-/// The flat ranges of channel `ci`'s `n` planes.
-fn planes(
-    ci: usize,
-    (n, c, hw): (usize, usize, usize),
-) -> impl Iterator<Item = std::ops::Range<usize>> {
-    (0..n).map(move |ni| (ni * c + ci) * hw..(ni * c + ci + 1) * hw)
-}
-
-/// Per-channel pairs, computed in parallel, as a `(2, C)` storage.
-fn pairs_to_storage(pairs: Vec<(f32, f32)>) -> (CpuStorage, Shape) {
-    let c = pairs.len();
-    let v = pairs.iter().map(|p| p.0).chain(pairs.iter().map(|p| p.1));
-    (CpuStorage::F32(v.collect()), Shape::from((2, c)))
-}
-
-/// Mean and biased variance per channel: `(2, C)`.
-struct Stats;
-
-impl CustomOp1 for Stats {
-    fn name(&self) -> &'static str {
-        "selfsup-bn-stats"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let _t = profile::scope("bn.stats");
-        let (x, d) = (data(s, l)?, dims(l)?);
-        let m = (d.0 * d.2).max(1) as f64;
-        let pairs = (0..d.1)
-            .into_par_iter()
-            .map(|ci| {
-                let sum: f64 = planes(ci, d).map(|r| x[r].iter().sum::<f32>() as f64).sum();
-                let mean = sum / m;
-                let ss: f64 = planes(ci, d)
-                    .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                    .sum();
-                (mean as f32, (ss / m) as f32)
-            })
-            .collect();
-        Ok(pairs_to_storage(pairs))
-    }
-}
-
-/// `y = (x - mean) * weight / sqrt(var + eps) + bias` on `(x, stats, affine)`.
-struct BnTrain {
-    eps: f64,
-}
-
-/// Per-channel `(scale, shift)` so that `out = in * scale + shift`.
-fn coefficients(stats: &[f32], affine: &[f32], c: usize, eps: f64) -> Vec<(f32, f32)> {
-    (0..c)
-        .map(|ci| {
-            let a = affine[ci] / (stats[c + ci] as f64 + eps).sqrt() as f32;
-            (a, affine[c + ci] - stats[ci] * a)
-        })
-        .collect()
-}
-
-/// `out[plane] = a * in[plane] + b` (+ `k * extra[plane]`), in parallel over planes.
-fn planewise(
-    x: &[f32],
-    extra: Option<(&[f32], &[f32])>,
-    coef: &[(f32, f32)],
-    d: (usize, usize, usize),
-) -> Vec<f32> {
-    let (_, c, hw) = d;
-    let mut out = vec![0f32; x.len()];
-    if hw > 0 {
-        out.par_chunks_mut(hw).enumerate().for_each(|(p, o)| {
-            let (a, b) = coef[p % c];
-            let xs = &x[p * hw..][..hw];
-            match extra {
-                None => o.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * a + b),
-                Some((e, k)) => {
-                    let k = k[p % c];
-                    let es = &e[p * hw..][..hw];
-                    for ((o, &v), &g) in o.iter_mut().zip(xs).zip(es) {
-                        *o = v * a + b + g * k;
-                    }
-                }
-            }
-        });
-    }
-    out
-}
-
-impl CustomOp3 for BnTrain {
-    fn name(&self) -> &'static str {
-        "selfsup-bn-train"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let _t = profile::scope("bn.fwd");
-        let (x, d) = (data(s1, l1)?, dims(l1)?);
-        let coef = coefficients(data(s2, l2)?, data(s3, l3)?, d.1, self.eps);
-        Ok((
-            CpuStorage::F32(planewise(x, None, &coef, d)),
-            l1.shape().clone(),
-        ))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        stats: &Tensor,
-        affine: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let packed = Tensor::cat(&[stats, &affine.detach()], 0)?; // (4, C)
-        let sums = x.apply_op3_no_bwd(&dy, &packed, &BnGradSums { eps: self.eps })?;
-        let packed = Tensor::cat(&[packed, sums.clone()], 0)?; // (6, C)
-        let dx = if x.track_op() {
-            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput { eps: self.eps })?)
-        } else {
-            None
-        };
-        let daffine = Tensor::stack(&[sums.get(1)?, sums.get(0)?], 0)?;
-        Ok((dx, None, Some(daffine)))
-    }
-}
-
-/// `(2, C)` of `sum(dy)` and `sum(dy * xhat)` on `(x, dy, [stats; affine])`.
-struct BnGradSums {
-    eps: f64,
-}
-
-impl CustomOp3 for BnGradSums {
-    fn name(&self) -> &'static str {
-        "selfsup-bn-grad-sums"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let _t = profile::scope("bn.bwd.sums");
-        let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
-        let c = d.1;
-        let pairs = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let (mean, inv) = (p[ci], 1.0 / (p[c + ci] as f64 + self.eps).sqrt() as f32);
-                let (mut s0, mut s1) = (0f64, 0f64);
-                for r in planes(ci, d) {
-                    let (xs, gs) = (&x[r.clone()], &dy[r]);
-                    s0 += gs.iter().sum::<f32>() as f64;
-                    s1 += xs
-                        .iter()
-                        .zip(gs)
-                        .map(|(&v, &g)| g * (v - mean))
-                        .sum::<f32>() as f64;
-                }
-                (s0 as f32, (s1 * inv as f64) as f32)
-            })
-            .collect();
-        Ok(pairs_to_storage(pairs))
-    }
-}
-
-/// The input gradient on `(x, dy, [stats; affine; sums])`:
-/// `dx = k * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M)`,
-/// `k = weight / sqrt(var + eps)`.
-struct BnGradInput {
-    eps: f64,
-}
-
-impl CustomOp3 for BnGradInput {
-    fn name(&self) -> &'static str {
-        "selfsup-bn-grad-input"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let _t = profile::scope("bn.bwd.x");
-        let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
-        let (c, m) = (d.1, (d.0 * d.2).max(1) as f32);
-        let (mut coef, mut k) = (Vec::with_capacity(c), Vec::with_capacity(c));
-        for ci in 0..c {
-            let (mean, var, gamma) = (p[ci], p[c + ci], p[2 * c + ci]);
-            let (sum_dy, sum_dy_xhat) = (p[4 * c + ci], p[5 * c + ci]);
-            let inv = 1.0 / (var as f64 + self.eps).sqrt() as f32;
-            let kc = gamma * inv;
-            // dx = kc * dy + a * x + b
-            let a = -kc * inv * sum_dy_xhat / m;
-            coef.push((a, -kc * sum_dy / m - a * mean));
-            k.push(kc);
-        }
-        Ok((
-            CpuStorage::F32(planewise(x, Some((dy, &k)), &coef, d)),
-            l1.shape().clone(),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -336,41 +143,89 @@ mod tests {
     use crate::test_util::{rand, rel_err};
     use candle_core::Var;
 
-    fn check(shape: [usize; 4]) -> Result<()> {
+    /// The composed reference: candle's ops, then candle's `relu` if `relu`.
+    fn reference(
+        x: &Tensor,
+        wt: &Tensor,
+        b: &Tensor,
+        relu: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (y, mean, var) = batch_norm_train_composed(x, wt, b, 1e-5)?;
+        Ok((if relu { y.relu()? } else { y }, mean, var))
+    }
+
+    fn check(shape: [usize; 4], relu: bool) -> Result<()> {
         let c = shape[1];
         // An offset mean exercises the centring.
         let x = Var::from_tensor(&((rand(&shape, 1)? * 3.0)? + 2.0)?)?;
+        // Weights of both signs: the ReLU keeps the top or the bottom part.
         let wt = Var::from_tensor(&rand(&[c], 2)?)?;
         let b = Var::from_tensor(&rand(&[c], 3)?)?;
         let r = rand(&shape, 4)?;
-        let ours = batch_norm_train(&x, &wt, &b, 1e-5)?;
-        let reference = batch_norm_train_composed(&x, &wt, &b, 1e-5)?;
+        let ours = if relu {
+            batch_norm_train_relu(&x, &wt, &b, 1e-5)?
+        } else {
+            batch_norm_train(&x, &wt, &b, 1e-5)?
+        };
+        let expected = reference(&x, &wt, &b, relu)?;
         for (name, a, e) in [
-            ("y", &ours.0, &reference.0),
-            ("mean", &ours.1, &reference.1),
-            ("var", &ours.2, &reference.2),
+            ("y", &ours.0, &expected.0),
+            ("mean", &ours.1, &expected.1),
+            ("var", &ours.2, &expected.2),
         ] {
             let err = rel_err(a, e)?;
-            assert!(err < 1e-4, "{name} {shape:?}: {err}");
+            assert!(err < 1e-4, "{name} {shape:?} relu={relu}: {err}");
         }
         let g_ours = (&ours.0 * &r)?.sum_all()?.backward()?;
-        let g_ref = (&reference.0 * &r)?.sum_all()?.backward()?;
+        let g_ref = (&expected.0 * &r)?.sum_all()?.backward()?;
         for (name, v) in [("x", &x), ("weight", &wt), ("bias", &b)] {
             let (Some(a), Some(e)) = (g_ours.get(v), g_ref.get(v)) else {
-                panic!("missing {name} gradient for {shape:?}")
+                panic!("missing {name} gradient for {shape:?} relu={relu}")
             };
             let err = rel_err(a, e)?;
-            assert!(err < 1e-4, "grad {name} {shape:?}: {err}");
+            assert!(err < 1e-4, "grad {name} {shape:?} relu={relu}: {err}");
         }
         Ok(())
     }
 
     #[test]
     fn train_matches_composed_candle_ops() -> Result<()> {
-        check([4, 3, 5, 7])?;
-        check([1, 5, 3, 2])?;
-        check([2, 32, 14, 14])?;
-        check([7, 2, 1, 1])?;
+        check([4, 3, 5, 7], false)?;
+        check([1, 5, 3, 2], false)?;
+        check([2, 32, 14, 14], false)?;
+        check([7, 2, 1, 1], false)?;
+        Ok(())
+    }
+
+    #[test]
+    fn train_relu_matches_composed_batch_norm_then_candle_relu() -> Result<()> {
+        check([4, 3, 5, 7], true)?;
+        check([1, 5, 3, 2], true)?;
+        check([1, 13, 4, 9], true)?;
+        check([3, 13, 7, 5], true)?;
+        check([2, 32, 14, 14], true)?;
+        check([7, 2, 1, 1], true)?;
+        Ok(())
+    }
+
+    #[test]
+    fn train_relu_masks_exactly_where_the_output_is_zero() -> Result<()> {
+        let x = Var::from_tensor(&rand(&[3, 5, 4, 6], 17)?)?;
+        let (wt, b) = (rand(&[5], 18)?, rand(&[5], 19)?);
+        let y = batch_norm_train_relu(&x, &wt, &b, 1e-5)?.0;
+        let plain = batch_norm_train(&x, &wt, &b, 1e-5)?.0;
+        assert_eq!(
+            y.flatten_all()?.to_vec1::<f32>()?,
+            plain.relu()?.flatten_all()?.to_vec1::<f32>()?
+        );
+        // With sum(y) as the loss, dy = 1 and the BN backward sees the mask.
+        let masked = y.sum_all()?.backward()?;
+        let mask = y.detach().gt(0.0)?.to_dtype(DType::F32)?;
+        let explicit = (&plain * &mask)?.sum_all()?.backward()?;
+        let (Some(a), Some(e)) = (masked.get(&x), explicit.get(&x)) else {
+            panic!("missing x gradient")
+        };
+        assert!(rel_err(a, e)? < 1e-4);
         Ok(())
     }
 

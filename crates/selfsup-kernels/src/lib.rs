@@ -14,6 +14,12 @@
 //! - [`batch_norm_train`] and [`batch_norm_eval`]: batch normalization over
 //!   `(N, C, H, W)` with fused, channel-parallel statistics and backward,
 //!   without the transposes and copies of a composed version.
+//!   [`batch_norm_train_relu`] fuses a following ReLU into the same passes.
+//! - [`relu`]: ReLU with a parallel forward and backward.
+//! - [`max_pool2d`]: overlapping max-pooling with padding (PyTorch's
+//!   `MaxPool2d`, as in the ResNet stem), parallel over planes in both
+//!   directions; candle's own has no padding and a backward that is wrong
+//!   when kernel != stride.
 //! - [`im2col`] and [`col2im`]: the two adjoint data-movement ops, exposed as
 //!   candle custom ops for anyone who wants to build on them.
 //! - [`sgemm`]: the same gemm on plain slices, to measure the machine's
@@ -33,19 +39,26 @@
 //! Both are off by default; the CPU kernels need neither.
 
 mod batch_norm;
+mod batch_norm_kernels;
 mod conv;
 mod conv_kernels;
 #[cfg(test)]
 mod conv_tests;
 mod geometry;
 mod im2col;
+mod max_pool;
+#[cfg(test)]
+mod max_pool_tests;
 mod patches;
 pub mod profile;
+mod relu;
 mod sgemm;
 #[cfg(test)]
 mod test_util;
 
-pub use batch_norm::{batch_norm_eval, batch_norm_train};
+pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_relu};
 pub use conv::{conv2d, conv2d_with, ConvThreading};
 pub use im2col::{col2im, im2col, ConvGeometry};
+pub use max_pool::max_pool2d;
+pub use relu::relu;
 pub use sgemm::sgemm;

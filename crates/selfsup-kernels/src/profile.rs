@@ -116,6 +116,7 @@ mod tests {
         );
         let y = crate::conv2d(&x, &w, 1, 1)?;
         let y = crate::batch_norm_train(&y, &gamma, &beta, 1e-5)?.0;
+        let y = crate::max_pool2d(&crate::relu(&y)?, 3, 2, 1)?;
         y.sqr()?.sum_all()?.backward()?;
         enable(false);
         let _ = scope("profile.test.off");
@@ -138,6 +139,10 @@ mod tests {
             "bn.fwd",
             "bn.bwd.sums",
             "bn.bwd.x",
+            "relu.fwd",
+            "relu.bwd",
+            "maxpool.fwd",
+            "maxpool.bwd",
         ] {
             assert!(
                 all.iter().any(|e| e.0 == name && e.2 > 0),

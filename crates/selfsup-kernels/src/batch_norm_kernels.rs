@@ -1,0 +1,303 @@
+//! The CPU kernels of [`batch_norm_train`](crate::batch_norm_train) and
+//! [`batch_norm_train_relu`](crate::batch_norm_train_relu): per-channel
+//! statistics, the normalisation (with the optional ReLU) and its fused
+//! backward, each one channel- or plane-parallel pass over memory.
+//!
+//! With the ReLU fused, the backward stores no mask: it recomputes the
+//! pre-activation `x * scale + shift` from the same coefficients with the
+//! same `f32` operations, so `y > 0` is decided exactly as in the forward.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::profile;
+
+/// `(N, C, H * W)` of an `(N, C, H, W)` tensor.
+type Dims = (usize, usize, usize);
+
+/// The contiguous `f32` data of a storage, for op `op`.
+pub(crate) fn contiguous_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let Some((start, end)) = l.contiguous_offsets() else {
+        bail!("{op}: expected a contiguous tensor")
+    };
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    contiguous_data(s, l, "batch norm")
+}
+
+fn dims(l: &Layout) -> Result<Dims> {
+    let &[n, c, h, w] = l.dims() else {
+        bail!("batch norm: expected (N, C, H, W), got {:?}", l.dims())
+    };
+    Ok((n, c, h * w))
+}
+
+/// The flat ranges of channel `ci`'s `n` planes.
+fn planes(ci: usize, (n, c, hw): Dims) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..n).map(move |ni| (ni * c + ci) * hw..(ni * c + ci + 1) * hw)
+}
+
+/// Per-channel pairs as a `(2, C)` storage.
+fn pairs_to_storage(pairs: Vec<(f32, f32)>) -> (CpuStorage, Shape) {
+    let c = pairs.len();
+    let v = pairs.iter().map(|p| p.0).chain(pairs.iter().map(|p| p.1));
+    (CpuStorage::F32(v.collect()), Shape::from((2, c)))
+}
+
+/// A new buffer of `len` values, filled in parallel plane by plane by
+/// `fill(channel, offset of the plane, plane)`.
+fn par_planes(
+    len: usize,
+    (_, c, hw): Dims,
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; len];
+    if hw > 0 {
+        out.par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(p, plane)| fill(p % c, p * hw, plane));
+    }
+    out
+}
+
+/// Accumulators per sum in [`lane_sums`].
+const LANES: usize = 8;
+
+/// `(Σ f(a[i], b[i]).0, Σ f(a[i], b[i]).1)` over equally long `a` and `b`,
+/// each in `LANES` independent `f32` accumulators, so that the loop
+/// vectorises.
+fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let mut tail = (0f32, 0f32);
+    for (&u, &v) in ca.remainder().iter().zip(cb.remainder()) {
+        let t = f(u, v);
+        tail = (tail.0 + t.0, tail.1 + t.1);
+    }
+    let (mut acc0, mut acc1) = ([0f32; LANES], [0f32; LANES]);
+    for (us, vs) in ca.zip(cb) {
+        for (((s0, s1), &u), &v) in acc0.iter_mut().zip(&mut acc1).zip(us).zip(vs) {
+            let t = f(u, v);
+            *s0 += t.0;
+            *s1 += t.1;
+        }
+    }
+    (
+        acc0.iter().sum::<f32>() + tail.0,
+        acc1.iter().sum::<f32>() + tail.1,
+    )
+}
+
+/// Per-channel `(scale, shift)` of the normalisation, `out = x * scale +
+/// shift`, from the `(2, C)` `stats` (mean, biased variance) and `affine`
+/// (weight, bias).
+fn coefficients(stats: &[f32], affine: &[f32], c: usize, eps: f64) -> Vec<(f32, f32)> {
+    (0..c)
+        .map(|ci| {
+            let a = affine[ci] / (stats[c + ci] as f64 + eps).sqrt() as f32;
+            (a, affine[c + ci] - stats[ci] * a)
+        })
+        .collect()
+}
+
+/// `g` where the fused ReLU let the forward through (`v * a + b > 0` for the
+/// channel's forward coefficients `(a, b)`), else 0; `g` without a ReLU.
+#[inline(always)]
+fn gate(g: f32, v: f32, relu: Option<(f32, f32)>) -> f32 {
+    match relu {
+        Some((a, b)) if v * a + b > 0.0 => g,
+        Some(_) => 0.0,
+        None => g,
+    }
+}
+
+/// Mean and biased variance per channel: `(2, C)`.
+pub(crate) struct Stats;
+
+impl CustomOp1 for Stats {
+    fn name(&self) -> &'static str {
+        "selfsup-bn-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.stats");
+        let (x, d) = (data(s, l)?, dims(l)?);
+        let m = (d.0 * d.2).max(1) as f64;
+        let pairs = (0..d.1)
+            .into_par_iter()
+            .map(|ci| {
+                let sum: f64 = planes(ci, d).map(|r| x[r].iter().sum::<f32>() as f64).sum();
+                let mean = sum / m;
+                let ss: f64 = planes(ci, d)
+                    .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                    .sum();
+                (mean as f32, (ss / m) as f32)
+            })
+            .collect();
+        Ok(pairs_to_storage(pairs))
+    }
+}
+
+/// `y = (x - mean) * weight / sqrt(var + eps) + bias`, then `max(0, y)` when
+/// `relu`, on `(x, stats, affine)`; stats and affine are `(2, C)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BnTrain {
+    pub(crate) eps: f64,
+    pub(crate) relu: bool,
+}
+
+impl BnTrain {
+    /// Per channel, the forward's coefficients when the ReLU is fused (the
+    /// backward masks `dy` with them), else `None`; `p` starts with
+    /// `[stats; affine]`.
+    fn relu_gates(&self, p: &[f32], c: usize) -> Vec<Option<(f32, f32)>> {
+        if self.relu {
+            let coef = coefficients(&p[..2 * c], &p[2 * c..], c, self.eps);
+            coef.into_iter().map(Some).collect()
+        } else {
+            vec![None; c]
+        }
+    }
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        if self.relu {
+            "selfsup-bn-train-relu"
+        } else {
+            "selfsup-bn-train"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.fwd");
+        let (x, d) = (data(s1, l1)?, dims(l1)?);
+        let coef = coefficients(data(s2, l2)?, data(s3, l3)?, d.1, self.eps);
+        let relu = self.relu;
+        let y = par_planes(x.len(), d, |ci, at, out| {
+            let (a, b) = coef[ci];
+            for (o, &v) in out.iter_mut().zip(&x[at..]) {
+                let z = v * a + b;
+                *o = if relu { z.max(0.0) } else { z };
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        stats: &Tensor,
+        affine: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let packed = Tensor::cat(&[stats, &affine.detach()], 0)?; // (4, C)
+        let sums = x.apply_op3_no_bwd(&dy, &packed, &BnGradSums(*self))?;
+        let packed = Tensor::cat(&[packed, sums.clone()], 0)?; // (6, C)
+        let dx = if x.track_op() {
+            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput(*self))?)
+        } else {
+            None
+        };
+        let daffine = Tensor::stack(&[sums.get(1)?, sums.get(0)?], 0)?;
+        Ok((dx, None, Some(daffine)))
+    }
+}
+
+/// `(2, C)` of `sum(g)` and `sum(g * xhat)` on `(x, dy, [stats; affine])`,
+/// where `g` is `dy` masked by the fused ReLU, if any.
+struct BnGradSums(BnTrain);
+
+impl CustomOp3 for BnGradSums {
+    fn name(&self) -> &'static str {
+        "selfsup-bn-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.bwd.sums");
+        let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
+        let c = d.1;
+        let gates = self.0.relu_gates(p, c);
+        let pairs = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let mean = p[ci];
+                let inv = 1.0 / (p[c + ci] as f64 + self.0.eps).sqrt();
+                let (mut s0, mut s1) = (0f64, 0f64);
+                for r in planes(ci, d) {
+                    let (g, gx) = lane_sums(&x[r.clone()], &dy[r], |v, g| {
+                        let g = gate(g, v, gates[ci]);
+                        (g, g * (v - mean))
+                    });
+                    s0 += g as f64;
+                    s1 += gx as f64;
+                }
+                (s0 as f32, (s1 * inv) as f32)
+            })
+            .collect();
+        Ok(pairs_to_storage(pairs))
+    }
+}
+
+/// The input gradient on `(x, dy, [stats; affine; sums])`:
+/// `dx = k * (g - sum(g) / M - xhat * sum(g * xhat) / M)`,
+/// `k = weight / sqrt(var + eps)`, with `g` as in [`BnGradSums`].
+struct BnGradInput(BnTrain);
+
+impl CustomOp3 for BnGradInput {
+    fn name(&self) -> &'static str {
+        "selfsup-bn-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("bn.bwd.x");
+        let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
+        let (c, m) = (d.1, (d.0 * d.2).max(1) as f32);
+        let gates = self.0.relu_gates(p, c);
+        // dx = k * g + a * x + b, per channel (a, b, k).
+        let coef: Vec<(f32, f32, f32)> = (0..c)
+            .map(|ci| {
+                let (mean, var, gamma) = (p[ci], p[c + ci], p[2 * c + ci]);
+                let (sum_g, sum_g_xhat) = (p[4 * c + ci], p[5 * c + ci]);
+                let inv = 1.0 / (var as f64 + self.0.eps).sqrt() as f32;
+                let k = gamma * inv;
+                let a = -k * inv * sum_g_xhat / m;
+                (a, -k * sum_g / m - a * mean, k)
+            })
+            .collect();
+        let dx = par_planes(x.len(), d, |ci, at, out| {
+            let ((a, b, k), relu) = (coef[ci], gates[ci]);
+            for ((o, &v), &g) in out.iter_mut().zip(&x[at..]).zip(&dy[at..]) {
+                *o = v * a + b + gate(g, v, relu) * k;
+            }
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
