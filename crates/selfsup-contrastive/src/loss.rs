@@ -62,6 +62,23 @@ pub fn nt_xent(z0: &Tensor, z1: &Tensor, temperature: f64) -> Result<Tensor> {
 /// # Errors
 /// If the shapes disagree or the temperature is not positive.
 pub fn info_nce(q: &Tensor, k: &Tensor, negatives: &Tensor, temperature: f64) -> Result<Tensor> {
+    let logits = positive_first_logits("info_nce", q, k, negatives, temperature)?;
+    let positives = logits.narrow(1, 0, 1)?.squeeze(1)?;
+    (logsumexp(&logits)? - positives)?.mean_all()
+}
+
+/// The `(N, 1 + K)` similarity logits `[q_i·k_i | q_i·negativesᵀ] / τ` of L2-normalised
+/// inputs, positive first: the shared input of [`info_nce`] and [`crate::nce`].
+///
+/// # Errors
+/// If the shapes disagree or the temperature is not positive; messages start with `what`.
+pub(crate) fn positive_first_logits(
+    what: &str,
+    q: &Tensor,
+    k: &Tensor,
+    negatives: &Tensor,
+    temperature: f64,
+) -> Result<Tensor> {
     check_temperature(temperature)?;
     if q.dims() != k.dims()
         || q.rank() != 2
@@ -69,19 +86,15 @@ pub fn info_nce(q: &Tensor, k: &Tensor, negatives: &Tensor, temperature: f64) ->
         || negatives.dim(1)? != q.dim(1)?
     {
         bail!(
-            "info_nce: expected q, k (N, D) and negatives (K, D), got {:?}, {:?}, {:?}",
+            "{what}: expected q, k (N, D) and negatives (K, D), got {:?}, {:?}, {:?}",
             q.dims(),
             k.dims(),
             negatives.dims()
         )
     }
     let (q, k, negatives) = (l2_normalize(q)?, l2_normalize(k)?, l2_normalize(negatives)?);
-    let positives = (q.mul(&k)?.sum_keepdim(1)? / temperature)?;
-    let logits = Tensor::cat(
-        &[&positives, &(q.matmul(&negatives.t()?)? / temperature)?],
-        1,
-    )?;
-    (logsumexp(&logits)? - positives.squeeze(1)?)?.mean_all()
+    let positives = q.mul(&k)?.sum_keepdim(1)?;
+    Tensor::cat(&[&positives, &q.matmul(&negatives.t()?)?], 1)? / temperature
 }
 
 #[cfg(test)]
