@@ -3,10 +3,9 @@
 //! `python3 -c 'import torch'` works. Results go to `target/bench/*.json`.
 use crate::cli::BenchArgs;
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use selfsup::data::{Batch, Image, Rng, SimclrViews, ViewRecipe};
-use selfsup::encoders::seeded_var_builder;
 use selfsup::kernels::profile;
 use selfsup::train::methods::{build_method, DataShape};
 use selfsup::train::optim::{build_optimizer, trainable_params};
@@ -55,11 +54,12 @@ pub(crate) fn candle_step_seconds(
         ..Default::default()
     };
     let varmap = VarMap::new();
-    let mut method = build_method(
-        &cfg,
-        DataShape { channels, size },
-        seeded_var_builder(&varmap, 0, DType::F32, &device),
-    )?;
+    let data = DataShape {
+        channels,
+        size,
+        images: batch,
+    };
+    let mut method = build_method(&cfg, data, &varmap, &device)?;
     let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[]))?;
     let view = || Tensor::randn(0f32, 1.0, (batch, channels, size, size), &device);
     let batch = Batch {

@@ -25,7 +25,7 @@ pub enum Command {
 /// Settings of a run. Each flag overrides `--config`, which overrides the defaults.
 #[derive(Args, Debug, Default)]
 pub struct PretrainArgs {
-    /// Method: simclr, rotation, relative-patch, jigsaw or inpainting.
+    /// Method: simclr, moco, npid, pirl, rotation, relative-patch, jigsaw or inpainting.
     #[arg(long)]
     pub method: Option<String>,
     /// Dataset: fashion-mnist, mnist, cifar10, cifar100 or folder:PATH.
@@ -88,6 +88,12 @@ pub struct PretrainArgs {
     /// Inpainting adversarial-loss weight, 0 for none (`pretext.adversarial_weight`).
     #[arg(long, allow_negative_numbers = true)]
     pub adversarial_weight: Option<f64>,
+    /// Negatives per step: memory-bank samples or MoCo's queue length (`contrastive.negatives`).
+    #[arg(long)]
+    pub negatives: Option<usize>,
+    /// Memory-bank loss of npid and pirl: nce or infonce (`contrastive.bank_loss`).
+    #[arg(long)]
+    pub bank_loss: Option<String>,
     /// cpu, cuda or metal (needs the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,

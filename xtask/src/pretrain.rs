@@ -2,24 +2,31 @@
 use crate::cli::{device, PretrainArgs};
 use crate::report::{print_summary, EvalFile};
 use anyhow::{bail, Context, Result};
+use selfsup::train::config::default_temperature;
 use selfsup::train::{checkpoint, export::export_encoder, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
-/// Defaults, then `--config`, then the flags given.
+/// Defaults, then `--config`, then the flags given. The temperature, when neither
+/// sets it, is the method's own ([`default_temperature`]).
 pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
-    let mut cfg = match &args.config {
+    let (mut cfg, file_sets_temperature) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--config {}", path.display()))?;
-            toml::from_str(&text).map_err(|e| {
+            let bad = |e: toml::de::Error| {
                 anyhow::anyhow!(
                     "--config {}: {}",
                     path.display(),
                     e.to_string().replace('\n', " ")
                 )
-            })?
+            };
+            let table: toml::Table = toml::from_str(&text).map_err(bad)?;
+            (
+                toml::from_str(&text).map_err(bad)?,
+                table.contains_key("temperature"),
+            )
         }
-        None => TrainConfig::default(),
+        None => (TrainConfig::default(), false),
     };
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = &args.$field { cfg.$field = v.clone().into(); })* };
@@ -38,6 +45,9 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
         seed,
         checkpoint_every
     );
+    if args.temperature.is_none() && !file_sets_temperature {
+        cfg.temperature = default_temperature(&cfg.method);
+    }
     if args.data_dir.is_some() {
         cfg.data_dir = args.data_dir.clone();
     }
@@ -57,6 +67,11 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     p.adversarial_weight = args.adversarial_weight.unwrap_or(p.adversarial_weight);
     if let Some(mask) = &args.mask {
         p.mask = mask.parse()?;
+    }
+    let c = &mut cfg.contrastive;
+    c.negatives = args.negatives.unwrap_or(c.negatives);
+    if let Some(loss) = &args.bank_loss {
+        c.bank_loss = loss.parse()?;
     }
     Ok(cfg)
 }

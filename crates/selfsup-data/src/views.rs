@@ -60,8 +60,9 @@ pub const BLUR_SIGMA: (f32, f32) = (0.1, 2.0);
 pub const SOLARIZE_THRESHOLD: f32 = 0.5;
 
 /// The SimCLR augmentation recipe (Chen et al. 2020, "A Simple Framework for
-/// Contrastive Learning of Visual Representations", appendix A), two views
-/// per image, each built independently as torchvision composes it:
+/// Contrastive Learning of Visual Representations", appendix A): `count` views
+/// per image (two for SimCLR and MoCo, one for NPID), each built independently as
+/// torchvision composes it:
 ///
 /// 1. `RandomResizedCrop(size, scale=crop_scale, ratio=(3/4, 4/3))`;
 /// 2. `RandomHorizontalFlip(hflip_p)`;
@@ -71,6 +72,8 @@ pub const SOLARIZE_THRESHOLD: f32 = 0.5;
 /// 6. `RandomSolarize(threshold=0.5, p=solarize_p)` (from BYOL).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SimclrViews {
+    /// Views per image.
+    pub count: usize,
     /// Output side length (square views).
     pub size: usize,
     /// Area fraction range of the random crop.
@@ -90,12 +93,13 @@ pub struct SimclrViews {
 }
 
 impl SimclrViews {
-    /// Defaults for `size x size` views: crop scale (0.2, 1), flip 0.5,
+    /// Defaults for two `size x size` views: crop scale (0.2, 1), flip 0.5,
     /// jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale 0.2, no blur, no
     /// solarisation (SimCLR's CIFAR-10 settings; the paper's crop scale lower
     /// bound is 0.08, 0.2 is the common small-image choice).
     pub fn for_size(size: usize) -> Self {
         Self {
+            count: 2,
             size,
             crop_scale: (0.2, 1.0),
             hflip_p: 0.5,
@@ -156,15 +160,20 @@ pub(crate) fn check_crop_scale(name: &str, (lo, hi): (f64, f64)) -> Result<()> {
 
 impl ViewRecipe for SimclrViews {
     fn num_views(&self) -> usize {
-        2
+        self.count
     }
 
     fn views(&self, img: &Image, rng: &mut Rng) -> Vec<Image> {
         let mut scratch = Vec::new();
-        (0..2).map(|_| self.view(img, rng, &mut scratch)).collect()
+        (0..self.count)
+            .map(|_| self.view(img, rng, &mut scratch))
+            .collect()
     }
 
     fn validate(&self) -> Result<()> {
+        if self.count == 0 {
+            return Err(DataError::config("count", "must be at least 1 view"));
+        }
         if self.size == 0 {
             return Err(DataError::config("size", "must be positive"));
         }

@@ -1,4 +1,5 @@
 //! The resolved settings of a pretraining run, saved as `config.toml` in the run folder.
+pub use crate::contrastive_config::{BankLoss, ContrastiveConfig};
 pub use crate::pretext_config::{MaskKind, PretextConfig};
 use crate::{Result, TrainError};
 use std::path::PathBuf;
@@ -65,7 +66,8 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     /// Clip the global gradient norm to this value, if set.
     pub grad_clip: Option<f64>,
-    /// Softmax temperature of contrastive losses.
+    /// Softmax temperature of contrastive losses; [`default_temperature`] gives each
+    /// method's own.
     pub temperature: f64,
     /// Output size of the projection head.
     pub projection_dim: usize,
@@ -81,6 +83,18 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Settings of the image pretext tasks (`[pretext]` in TOML).
     pub pretext: PretextConfig,
+    /// Settings of the memory-bank and momentum-encoder methods (`[contrastive]` in TOML).
+    pub contrastive: ContrastiveConfig,
+}
+
+/// The softmax temperature each method's paper uses: 0.07 for NPID and PIRL, 0.2 for
+/// MoCo v2, and 0.5 (SimCLR's CIFAR-10 value) otherwise.
+pub fn default_temperature(method: &str) -> f64 {
+    match method {
+        "npid" | "pirl" => 0.07,
+        "moco" => 0.2,
+        _ => 0.5,
+    }
 }
 
 impl Default for TrainConfig {
@@ -109,6 +123,7 @@ impl Default for TrainConfig {
             seed: 0,
             checkpoint_every: 200,
             pretext: PretextConfig::default(),
+            contrastive: ContrastiveConfig::default(),
         }
     }
 }
@@ -136,6 +151,15 @@ fn in_unit(setting: &str, v: f64) -> Result<()> {
 }
 
 impl TrainConfig {
+    /// The defaults with `method` and its [`default_temperature`].
+    pub fn for_method(method: &str) -> Self {
+        Self {
+            method: method.into(),
+            temperature: default_temperature(method),
+            ..Self::default()
+        }
+    }
+
     /// Checks every setting that does not depend on the method or dataset.
     ///
     /// # Errors
@@ -200,7 +224,8 @@ impl TrainConfig {
         if let Some(c) = self.grad_clip {
             positive("grad-clip", c)?;
         }
-        self.pretext.validate()
+        self.pretext.validate()?;
+        self.contrastive.validate()
     }
 }
 

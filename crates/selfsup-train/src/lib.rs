@@ -6,6 +6,7 @@
 //! Features: `cuda` and `metal` forward to candle and the crates below.
 pub mod checkpoint;
 pub mod config;
+pub mod contrastive_config;
 mod error;
 pub mod eval;
 pub mod export;

@@ -14,7 +14,7 @@ use crate::{Result, TrainError};
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use selfsup_data::{Dataset, Loader};
-use selfsup_encoders::{seeded_var_builder, Encoder};
+use selfsup_encoders::Encoder;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,12 +69,12 @@ impl Trainer {
             ));
         }
         let varmap = VarMap::new();
-        let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
         let shape = DataShape {
             channels: train_set.channels,
             size: train_set.height,
+            images: train_set.len(),
         };
-        let method = build_method(&cfg, shape, vb)?;
+        let method = build_method(&cfg, shape, &varmap, device)?;
         let params = trainable_params(&varmap, &[]);
         let optimizer = build_optimizer(&cfg, params.clone())?;
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;

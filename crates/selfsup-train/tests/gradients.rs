@@ -3,10 +3,9 @@
 //!
 //! Batches come from each method's own view recipe over synthetic images, so every
 //! method in [`METHODS`] is covered with the views (and free labels) it trains on.
-use candle_core::{DType, Device};
+use candle_core::Device;
 use candle_nn::VarMap;
 use selfsup_data::{Dataset, Loader, Rng};
-use selfsup_encoders::seeded_var_builder;
 use selfsup_train::methods::{build_method, DataShape, METHODS};
 use selfsup_train::optim::trainable_params;
 use selfsup_train::TrainConfig;
@@ -36,16 +35,21 @@ fn synthetic(n: usize, channels: usize, size: usize) -> Arc<Dataset> {
 
 fn check_all_gradients(method: &str, encoder: &str, channels: usize, size: usize) {
     let device = Device::Cpu;
-    let cfg = TrainConfig {
+    let mut cfg = TrainConfig {
         method: method.into(),
         encoder: encoder.into(),
         width: 8,
         batch_size: 4,
         ..Default::default()
     };
+    cfg.contrastive.negatives = 8;
     let varmap = VarMap::new();
-    let vb = seeded_var_builder(&varmap, 3, DType::F32, &device);
-    let mut model = build_method(&cfg, DataShape { channels, size }, vb).unwrap();
+    let data = DataShape {
+        channels,
+        size,
+        images: 16,
+    };
+    let mut model = build_method(&cfg, data, &varmap, &device).unwrap();
     let loader = Loader::new(synthetic(4, channels, size), model.views(), 4, 0).unwrap();
     let batch = loader.epoch(0, 0, &device).next().unwrap().unwrap();
     let grads = model.loss(&batch).unwrap().backward().unwrap();
@@ -70,6 +74,13 @@ fn check_all_gradients(method: &str, encoder: &str, channels: usize, size: usize
             g.iter().any(|v| *v != 0.0),
             "{label}: all-zero gradient for {}",
             p.name
+        );
+    }
+    // Banks, queues and momentum encoders must receive no gradient at all.
+    for (name, t) in model.state() {
+        assert!(
+            grads.get(&t).is_none(),
+            "{label}: gradient reached method state {name}"
         );
     }
 }

@@ -36,7 +36,7 @@ pub(crate) fn short_run_lowers_the_loss(cfg: TrainConfig, min_drop: f64) {
     );
 }
 
-/// The settings these runs share: width 8, batch 32, 40 steps.
+/// The settings these runs share: width 8, batch 32, 40 steps, the method's temperature.
 pub(crate) fn short(method: &str) -> TrainConfig {
     TrainConfig {
         method: method.into(),
@@ -44,7 +44,7 @@ pub(crate) fn short(method: &str) -> TrainConfig {
         batch_size: 32,
         max_steps: Some(40),
         checkpoint_every: 1000,
-        ..Default::default()
+        ..TrainConfig::for_method(method)
     }
 }
 

@@ -5,6 +5,7 @@
 //!   location and jigsaw.
 //! - [`JigsawTiles`], [`JigsawViews`] and [`PermutationSet`]: the tiles of a jigsaw
 //!   puzzle, the puzzle with its permutation label, and the permutation set.
+//! - [`PirlViews`]: an augmented image and its shuffled jigsaw tiles (PIRL).
 //! - [`RotationViews`] and [`rotate90`]: every image at 0, 90, 180 and 270 degrees
 //!   (rotation prediction).
 //! - [`RelativePatchViews`]: a patch and one of its eight neighbours, labelled by
@@ -17,6 +18,7 @@ mod jigsaw;
 mod mask;
 mod patch;
 mod permutations;
+mod pirl;
 mod rotation;
 
 pub use grid::{PatchGrid, MIN_PATCH};
@@ -29,4 +31,5 @@ pub use mask::{
 };
 pub use patch::{PatchPair, RelativePatchViews, DROPPED_NOISE, NEIGHBOURS};
 pub use permutations::{PermutationSet, CANDIDATE_POOL, MAX_ENUMERATED_TILES};
+pub use pirl::PirlViews;
 pub use rotation::{rotate90, RotationViews, ROTATIONS};

@@ -353,7 +353,15 @@ mod tests {
             ..Default::default()
         };
         let vb = seeded_var_builder(&VarMap::new(), 0, DType::F32, &Device::Cpu);
-        Inpainting::new(&cfg, DataShape { channels, size }, vb)
+        Inpainting::new(
+            &cfg,
+            DataShape {
+                channels,
+                size,
+                images: 1,
+            },
+            vb,
+        )
     }
 
     /// A batch of `n` random views with the given boxes as targets.

@@ -52,24 +52,9 @@ impl Jigsaw {
     /// For an unknown encoder, images too small for the grid, or more permutations
     /// than the grid's tiles allow.
     pub fn new(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Self> {
-        let p = &cfg.pretext;
-        let grid =
-            PatchGrid::new(data.size, data.size, p.grid, p.gap, p.jitter).map_err(in_pretext)?;
-        let tile_size = match p.patch_size {
-            0 => JigsawTiles::default_tile_size(&grid),
-            side => side,
-        };
-        let mut tiles = JigsawTiles::new(grid, tile_size);
-        tiles.color_jitter = ColorJitter::new(
-            cfg.jitter,
-            cfg.jitter,
-            cfg.jitter,
-            (cfg.jitter * 0.25).min(0.5),
-        );
-        tiles.color_jitter_p = cfg.jitter_p;
-        tiles.grayscale_p = GRAYSCALE_P;
-        let set =
-            PermutationSet::new(tiles.count(), p.permutations, cfg.seed).map_err(in_pretext)?;
+        let tiles = jigsaw_tiles(cfg, data)?;
+        let set = PermutationSet::new(tiles.count(), cfg.pretext.permutations, cfg.seed)
+            .map_err(in_pretext)?;
         let views = JigsawViews {
             tiles,
             permutations: Arc::new(set),
@@ -109,17 +94,44 @@ impl Jigsaw {
                 views.len()
             )
         }
-        let n = views[0].dim(0)?;
         // One encoder pass over all N * tiles tiles, view-major.
         let features = self.encoder.forward_t(&Tensor::cat(views, 0)?, train)?;
-        let dim = features.dim(1)?;
-        let per_image = features
-            .reshape((tiles, n, dim))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((n, tiles * dim))?;
-        self.head.forward(&per_image)
+        self.head.forward(&per_image(&features, tiles)?)
     }
+}
+
+/// The tiles of `cfg.pretext`'s grid for `data.size x data.size` images, at
+/// `cfg.pretext.patch_size` pixels or with 0 [`JigsawTiles::default_tile_size`], with
+/// `cfg`'s colour jitter and [`GRAYSCALE_P`] on RGB tiles (jigsaw and PIRL).
+pub(super) fn jigsaw_tiles(cfg: &TrainConfig, data: DataShape) -> Result<JigsawTiles> {
+    let p = &cfg.pretext;
+    let grid = PatchGrid::new(data.size, data.size, p.grid, p.gap, p.jitter).map_err(in_pretext)?;
+    let tile_size = match p.patch_size {
+        0 => JigsawTiles::default_tile_size(&grid),
+        side => side,
+    };
+    let mut tiles = JigsawTiles::new(grid, tile_size);
+    tiles.color_jitter = ColorJitter::new(
+        cfg.jitter,
+        cfg.jitter,
+        cfg.jitter,
+        (cfg.jitter * 0.25).min(0.5),
+    );
+    tiles.color_jitter_p = cfg.jitter_p;
+    tiles.grayscale_p = GRAYSCALE_P;
+    Ok(tiles)
+}
+
+/// Per-tile features of `tiles` views stacked view-major, `(tiles * N, D)`, regrouped
+/// per image and concatenated in view order, `(N, tiles * D)`.
+pub(super) fn per_image(features: &Tensor, tiles: usize) -> candle_core::Result<Tensor> {
+    let (rows, dim) = features.dims2()?;
+    let n = rows / tiles;
+    features
+        .reshape((tiles, n, dim))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((n, tiles * dim))
 }
 
 /// Names a data-side setting error after its `[pretext]` setting.
@@ -206,7 +218,15 @@ mod tests {
         cfg.pretext.permutations = permutations;
         let vm = VarMap::new();
         let vb = seeded_var_builder(&vm, 1, DType::F32, &cpu());
-        Jigsaw::new(&cfg, DataShape { channels: 1, size }, vb)
+        Jigsaw::new(
+            &cfg,
+            DataShape {
+                channels: 1,
+                size,
+                images: 1,
+            },
+            vb,
+        )
     }
 
     #[test]

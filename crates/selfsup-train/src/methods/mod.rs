@@ -1,13 +1,20 @@
 //! One file per method recipe, and [`build_method`] to choose one by name.
+mod bank;
 mod classification;
 mod inpainting;
 mod jigsaw;
+mod moco;
+mod npid;
+mod pirl;
 mod relative_patch;
 mod rotation;
 mod simclr;
 
 pub use inpainting::Inpainting;
 pub use jigsaw::Jigsaw;
+pub use moco::Moco;
+pub use npid::Npid;
+pub use pirl::Pirl;
 pub use relative_patch::RelativePatch;
 pub use rotation::Rotation;
 pub use simclr::SimClr;
@@ -15,12 +22,16 @@ pub use simclr::SimClr;
 use crate::config::TrainConfig;
 use crate::method::Method;
 use crate::{Result, TrainError};
-use candle_nn::VarBuilder;
-use selfsup_encoders::EncoderKind;
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use selfsup_encoders::{seeded_var_builder, EncoderKind};
 
 /// Names accepted by `--method`.
 pub const METHODS: &[&str] = &[
     "simclr",
+    "moco",
+    "npid",
+    "pirl",
     "jigsaw",
     "rotation",
     "relative-patch",
@@ -34,15 +45,27 @@ pub struct DataShape {
     pub channels: usize,
     /// Image height and width.
     pub size: usize,
+    /// Images in the training split (the memory bank's slots).
+    pub images: usize,
 }
 
-/// Builds the method that `cfg.method` names, with its variables in `vb`.
+/// Builds the method that `cfg.method` names, with its trainable variables in
+/// `varmap`, initialised from `cfg.seed`.
 ///
 /// # Errors
 /// A [`TrainError::Config`] for an unknown method or settings the method cannot use.
-pub fn build_method(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Box<dyn Method>> {
+pub fn build_method(
+    cfg: &TrainConfig,
+    data: DataShape,
+    varmap: &VarMap,
+    device: &Device,
+) -> Result<Box<dyn Method>> {
+    let vb = seeded_var_builder(varmap, cfg.seed, DType::F32, device);
     match cfg.method.as_str() {
         "simclr" => Ok(Box::new(SimClr::new(cfg, data, vb)?)),
+        "moco" => Ok(Box::new(Moco::new(cfg, data, varmap, device)?)),
+        "npid" => Ok(Box::new(Npid::new(cfg, data, vb)?)),
+        "pirl" => Ok(Box::new(Pirl::new(cfg, data, vb)?)),
         "jigsaw" => Ok(Box::new(Jigsaw::new(cfg, data, vb)?)),
         "rotation" => Ok(Box::new(Rotation::new(cfg, data, vb)?)),
         "relative-patch" => Ok(Box::new(RelativePatch::new(cfg, data, vb)?)),

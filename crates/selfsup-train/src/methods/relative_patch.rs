@@ -109,7 +109,15 @@ mod tests {
         cfg.pretext.patch_size = patch_size;
         let vm = VarMap::new();
         let vb = seeded_var_builder(&vm, 1, DType::F32, &Device::Cpu);
-        RelativePatch::new(&cfg, DataShape { channels: 1, size }, vb)
+        RelativePatch::new(
+            &cfg,
+            DataShape {
+                channels: 1,
+                size,
+                images: 1,
+            },
+            vb,
+        )
     }
 
     #[test]

@@ -115,6 +115,7 @@ mod tests {
             DataShape {
                 channels: 1,
                 size: 12,
+                images: 1,
             },
             vb,
         )

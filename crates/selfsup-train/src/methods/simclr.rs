@@ -38,19 +38,10 @@ impl SimClr {
         let encoder = kind.build(data.channels, vb.pp(ENCODER_PREFIX))?;
         let dim = encoder.feature_dim();
         let head = ProjectionHead::new(dim, dim, cfg.projection_dim, vb.pp("head"))?;
-        let mut views = SimclrViews::for_size(data.size);
-        views.crop_scale = (cfg.crop_min_scale, 1.0);
-        views.jitter_p = cfg.jitter_p;
-        views.jitter = ColorJitter::new(
-            cfg.jitter,
-            cfg.jitter,
-            cfg.jitter,
-            (cfg.jitter * 0.25).min(0.5),
-        );
         Ok(Self {
             encoder,
             head,
-            views: Arc::new(views),
+            views: Arc::new(simclr_views(cfg, data.size, 2)),
             temperature: cfg.temperature,
         })
     }
@@ -58,6 +49,22 @@ impl SimClr {
     fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.head.forward_t(&self.encoder.forward_t(x, true)?, true)
     }
+}
+
+/// `count` views per image with the SimCLR augmentations at `cfg`'s crop scale and
+/// jitter strength (hue at a quarter of it); shared by SimCLR, MoCo, NPID and PIRL.
+pub(super) fn simclr_views(cfg: &TrainConfig, size: usize, count: usize) -> SimclrViews {
+    let mut views = SimclrViews::for_size(size);
+    views.count = count;
+    views.crop_scale = (cfg.crop_min_scale, 1.0);
+    views.jitter_p = cfg.jitter_p;
+    views.jitter = ColorJitter::new(
+        cfg.jitter,
+        cfg.jitter,
+        cfg.jitter,
+        (cfg.jitter * 0.25).min(0.5),
+    );
+    views
 }
 
 impl Method for SimClr {
