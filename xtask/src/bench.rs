@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: SimCLR train-step and augmentation throughput, with the
 //! PyTorch reference (`xtask/bench/pytorch_simclr_step.py`) run side by side when
-//! `python3 -c 'import torch'` works. Results go to `target/bench/*.json`.
+//! `python3 -c 'import torch'` works, then the memory-bank and queue operations
+//! ([`crate::bench_bank`]). Results go to `target/bench/*.json`.
 use crate::cli::BenchArgs;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -154,6 +155,9 @@ fn augmentation_images_per_s() -> Result<f64> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.bank {
+        return bank_only(args.quick);
+    }
     let compare = match args.compare.as_str() {
         "pytorch" => torch_available(),
         "none" => false,
@@ -207,11 +211,49 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "\nSimCLR augmentation (2 views, 28x28): {aug:.0} images/s on {} threads",
         threads()
     );
+    let (bandwidth, bank) = bank_section(args.quick)?;
+    let json = serde_json::json!({
+        "train_step": results,
+        "augmentation_images_per_s": aug,
+        "threads": threads(),
+        "memory_bandwidth_gb_per_s": bandwidth,
+        "bank": bank,
+    });
+    write_results("bench.json", &json)
+}
+
+/// The memory bandwidth and the bank and queue operations (only Fashion-MNIST's size
+/// when `quick`).
+fn bank_section(quick: bool) -> Result<(f64, Vec<crate::bench_bank::BankResult>)> {
+    let bandwidth = crate::bench_bank::memory_bandwidth();
+    println!(
+        "\nmemory bandwidth (parallel copy, read + write, {} threads): {bandwidth:.1} GB/s",
+        threads()
+    );
+    let sizes = &crate::bench_bank::BANK_SIZES[..if quick { 1 } else { 2 }];
+    Ok((
+        bandwidth,
+        crate::bench_bank::bench_bank(sizes, 20, bandwidth)?,
+    ))
+}
+
+/// `bench --bank`: only [`bank_section`], written to `bench_bank.json`.
+fn bank_only(quick: bool) -> Result<()> {
+    let (bandwidth, bank) = bank_section(quick)?;
+    let json = serde_json::json!({
+        "threads": threads(),
+        "memory_bandwidth_gb_per_s": bandwidth,
+        "bank": bank,
+    });
+    write_results("bench_bank.json", &json)
+}
+
+/// Writes `json` to `target/bench/<name>`.
+fn write_results(name: &str, json: &serde_json::Value) -> Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
-    let json = serde_json::json!({ "train_step": results, "augmentation_images_per_s": aug, "threads": threads() });
-    let path = dir.join("bench.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(json)?)?;
     println!("written to {}", path.display());
     Ok(())
 }

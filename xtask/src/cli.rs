@@ -165,6 +165,9 @@ pub struct BenchArgs {
     /// Also print a per-op time breakdown of one SimCLR step per model (forward and backward).
     #[arg(long)]
     pub profile: bool,
+    /// Only the memory-bank and queue operations (and the memory bandwidth).
+    #[arg(long)]
+    pub bank: bool,
 }
 
 /// Parses `--device`.

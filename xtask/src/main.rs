@@ -5,6 +5,7 @@
 //! - `download`: fetch a dataset from its official source, verifying SHA-256.
 //! - `bench`: training and augmentation throughput, side by side with PyTorch.
 mod bench;
+mod bench_bank;
 mod bench_profile;
 mod cli;
 mod eval_cmd;

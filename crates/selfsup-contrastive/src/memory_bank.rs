@@ -172,21 +172,21 @@ impl MemoryBank {
     /// If `k` is 0 or larger than the number of slots left after the exclusions.
     pub fn sample_indices(&self, exclude: &[usize], k: usize, rng: &mut Rng) -> Result<Vec<u32>> {
         let n = self.len();
-        let mut excluded = vec![false; n];
-        for &i in exclude.iter().filter(|&&i| i < n) {
-            excluded[i] = true;
-        }
-        let allowed = excluded.iter().filter(|e| !**e).count();
+        // Sorted distinct exclusions: O(B log B) per step, independent of N.
+        let mut excluded: Vec<usize> = exclude.iter().copied().filter(|&i| i < n).collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let allowed = n - excluded.len();
         if k == 0 || k > allowed {
             bail!(
                 "cannot draw {k} negatives from a memory bank of {n} slots with {} excluded; K must lie in 1..={allowed}",
-                n - allowed
+                excluded.len()
             )
         }
         let mut out = Vec::with_capacity(k);
         while out.len() < k {
             let i = rng.below(n as u64) as usize;
-            if !excluded[i] {
+            if excluded.binary_search(&i).is_err() {
                 out.push(i as u32);
             }
         }
