@@ -97,19 +97,23 @@ pub(crate) fn positive_first_logits(
     Tensor::cat(&[&positives, &q.matmul(&negatives.t()?)?], 1)? / temperature
 }
 
+/// Deterministic test input `x[i, j] = sin(0.37 * (i * d + j) + phase)`, reproduced in
+/// the Python of the loss tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_input(n: usize, d: usize, phase: f32) -> Tensor {
+    let v: Vec<f32> = (0..n * d)
+        .map(|t| (0.37 * t as f32 + phase).sin())
+        .collect();
+    Tensor::from_vec(v, (n, d), &candle_core::Device::Cpu).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::test_input as input;
     use super::*;
-    use candle_core::{Device, Var};
-
-    /// Deterministic test input `x[i, j] = sin(0.37 * (i * d + j) + phase)`, reproduced in the Python below.
-    fn input(n: usize, d: usize, phase: f32) -> Tensor {
-        let v: Vec<f32> = (0..n * d)
-            .map(|t| (0.37 * t as f32 + phase).sin())
-            .collect();
-        Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()
-    }
+    use candle_core::Var;
 
     fn close(a: f32, b: f32) {
         assert!(((a - b) / b).abs() < 1e-5, "{a} vs reference {b}");

@@ -76,14 +76,8 @@ pub fn nce(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use candle_core::{Device, Var};
-
-    fn input(n: usize, d: usize, phase: f32) -> Tensor {
-        let v: Vec<f32> = (0..n * d)
-            .map(|t| (0.37 * t as f32 + phase).sin())
-            .collect();
-        Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()
-    }
+    use crate::loss::test_input as input;
+    use candle_core::Var;
 
     // Reference: lemniscate.pytorch's NCEAverage (Z = N·mean(exp(s)) on the first batch)
     // and NCECriterion, in float64, with the inputs of loss.rs's tests:

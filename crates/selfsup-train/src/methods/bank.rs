@@ -66,6 +66,8 @@ pub(super) struct BankObjective {
     steps: u64,
     /// NPID's `ln Z`, fixed on the first batch (NCE only).
     log_z: Option<f64>,
+    /// This step's features, written to the bank by [`BankObjective::commit`].
+    pending: Option<Tensor>,
 }
 
 /// Names of the objective's tensors in the checkpoint's method state.
@@ -92,6 +94,7 @@ impl BankObjective {
             seed: cfg.seed,
             steps: 0,
             log_z: None,
+            pending: None,
         })
     }
 
@@ -129,9 +132,18 @@ impl BankObjective {
         }
     }
 
-    /// Moves the slots of `indices` towards `features` and counts the step.
-    pub fn update(&mut self, indices: &[usize], features: &Tensor) -> candle_core::Result<()> {
-        self.bank.update(indices, features, self.momentum)?;
+    /// Keeps this step's `features` (detached) for [`BankObjective::commit`].
+    pub fn remember(&mut self, features: &Tensor) {
+        self.pending = Some(features.detach());
+    }
+
+    /// After the optimizer step: moves the slots of `indices` towards the remembered
+    /// features and counts the step.
+    pub fn commit(&mut self, indices: &[usize]) -> candle_core::Result<()> {
+        let Some(features) = self.pending.take() else {
+            candle_core::bail!("memory bank: a step ended without a loss for its batch")
+        };
+        self.bank.update(indices, &features, self.momentum)?;
         self.steps += 1;
         Ok(())
     }

@@ -22,8 +22,6 @@ pub struct Npid {
     head: Linear,
     views: Arc<SimclrViews>,
     objective: BankObjective,
-    /// This step's features, written to the bank in [`Method::after_step`].
-    pending: Option<Tensor>,
 }
 
 impl Npid {
@@ -41,7 +39,6 @@ impl Npid {
             head,
             views: Arc::new(simclr_views(cfg, data.size, 1)),
             objective,
-            pending: None,
         })
     }
 }
@@ -62,15 +59,12 @@ impl Method for Npid {
         let features = self.head.forward(&self.encoder.forward_t(view, true)?)?;
         let (positives, negatives) = self.objective.targets(&batch.indices)?;
         let loss = self.objective.loss(&features, &positives, &negatives)?;
-        self.pending = Some(features.detach());
+        self.objective.remember(&features);
         Ok(loss)
     }
 
     fn after_step(&mut self, batch: &Batch) -> candle_core::Result<()> {
-        match self.pending.take() {
-            Some(features) => self.objective.update(&batch.indices, &features),
-            None => candle_core::bail!("NPID: after_step without a loss for this batch"),
-        }
+        self.objective.commit(&batch.indices)
     }
 
     fn encoder(&self) -> &dyn Encoder {

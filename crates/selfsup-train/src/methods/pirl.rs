@@ -36,8 +36,6 @@ pub struct Pirl {
     views: Arc<PirlViews>,
     objective: BankObjective,
     weight: f64,
-    /// This step's image features, written to the bank in [`Method::after_step`].
-    pending: Option<Tensor>,
 }
 
 impl Pirl {
@@ -67,7 +65,6 @@ impl Pirl {
             encoder,
             views: Arc::new(views),
             weight: cfg.contrastive.pirl_weight,
-            pending: None,
         })
     }
 }
@@ -104,15 +101,12 @@ impl Method for Pirl {
         let (positives, negatives) = self.objective.targets(&batch.indices)?;
         let jigsaw_loss = self.objective.loss(&g, &positives, &negatives)?;
         let image_loss = self.objective.loss(&f, &positives, &negatives)?;
-        self.pending = Some(f.detach());
+        self.objective.remember(&f);
         (jigsaw_loss * self.weight)? + (image_loss * (1.0 - self.weight))?
     }
 
     fn after_step(&mut self, batch: &Batch) -> candle_core::Result<()> {
-        match self.pending.take() {
-            Some(features) => self.objective.update(&batch.indices, &features),
-            None => candle_core::bail!("PIRL: after_step without a loss for this batch"),
-        }
+        self.objective.commit(&batch.indices)
     }
 
     fn encoder(&self) -> &dyn Encoder {
