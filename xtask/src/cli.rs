@@ -103,7 +103,8 @@ pub struct PretrainArgs {
     /// TOML file of settings (keys as in the run folder's config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Continue the run in --out from its latest checkpoint.
+    /// Continue the run in --out from its latest checkpoint, with the settings in its
+    /// config.toml (unless --config is given).
     #[arg(long)]
     pub resume: bool,
     /// Skip the evaluation at the end.

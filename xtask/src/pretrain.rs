@@ -89,7 +89,13 @@ fn write_config(dir: &Path, cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: PretrainArgs) -> Result<()> {
+pub fn run(mut args: PretrainArgs) -> Result<()> {
+    if args.resume && args.config.is_none() {
+        // Resume with the run's own settings; flags given still override them (and a
+        // changed setting is then refused by the checkpoint).
+        let saved = args.out.as_ref().map(|dir| dir.join("config.toml"));
+        args.config = saved.filter(|path| path.exists());
+    }
     let cfg = resolve_config(&args)?;
     cfg.validate()?;
     let dir = run_dir(&args, &cfg);
