@@ -59,6 +59,7 @@ pub(crate) fn candle_step_seconds(
         channels,
         size,
         images: batch,
+        clip_len: 1,
     };
     let mut method = build_method(&cfg, data, &varmap, &device)?;
     let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[]))?;

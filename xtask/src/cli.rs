@@ -20,15 +20,31 @@ pub enum Command {
     Download(DownloadArgs),
     /// Measure training-step and augmentation throughput, side by side with PyTorch.
     Bench(BenchArgs),
+    /// Extract a video's frames into a folder of PNGs (UCF101 style) for `--dataset video:DIR`.
+    PrepareVideo(PrepareVideoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareVideoArgs {
+    /// A video file ffmpeg can read.
+    pub input: PathBuf,
+    /// Folder the frames go to (created; must not already hold frames).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Frame size WIDTHxHEIGHT, e.g. 64x48 (default: the video's own).
+    #[arg(long)]
+    pub size: Option<String>,
 }
 
 /// Settings of a run. Each flag overrides `--config`, which overrides the defaults.
 #[derive(Args, Debug, Default)]
 pub struct PretrainArgs {
-    /// Method: simclr, moco, npid, pirl, rotation, relative-patch, jigsaw or inpainting.
+    /// Method: simclr, moco, npid, pirl, rotation, relative-patch, jigsaw, inpainting,
+    /// shuffle-learn or odd-one-out.
     #[arg(long)]
     pub method: Option<String>,
-    /// Dataset: fashion-mnist, mnist, cifar10, cifar100 or folder:PATH.
+    /// Dataset: fashion-mnist, mnist, cifar10, cifar100, folder:PATH, video:PATH (a video
+    /// file, a folder of frames, or a folder of either) or moving-fmnist.
     #[arg(long)]
     pub dataset: Option<String>,
     /// Folder holding the dataset, tried before $SELFSUP_DATA, ./data and /usr/share/datasets.
@@ -94,6 +110,12 @@ pub struct PretrainArgs {
     /// Memory-bank loss of npid and pirl: nce or infonce (`contrastive.bank_loss`).
     #[arg(long)]
     pub bank_loss: Option<String>,
+    /// Side of video frames, in pixels (`video.size`).
+    #[arg(long)]
+    pub frame_size: Option<usize>,
+    /// Frames per video clip (`video.clip_len`).
+    #[arg(long)]
+    pub clip_len: Option<usize>,
     /// cpu, cuda or metal (needs the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -120,6 +142,10 @@ pub struct EvalArgs {
     /// Evaluate a randomly initialised encoder (the baseline) instead.
     #[arg(long)]
     pub random_init: bool,
+    /// With --checkpoint: score the run's pretext task on another dataset instead (both
+    /// of its time spans), e.g. a video the run never saw.
+    #[arg(long, requires = "checkpoint")]
+    pub on: Option<String>,
     /// Encoder for --random-init.
     #[arg(long, default_value = "small-cnn")]
     pub encoder: String,

@@ -1,13 +1,15 @@
 //! `cargo xtask eval`.
 use crate::cli::{device, EvalArgs};
-use crate::report::EvalFile;
+use crate::report::{percent, EvalFile};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
-use selfsup::data::{Dataset, Split};
+use selfsup::data::{load_with, Dataset, Split};
 use selfsup::encoders::{seeded_var_builder, EncoderKind};
+use selfsup::train::checkpoint::write_atomic;
 use selfsup::train::{evaluate, EvalReport, TrainConfig, Trainer};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Evaluates a freshly initialised encoder with the run's seed: the baseline every method must beat.
 pub fn random_init_report(
@@ -24,8 +26,40 @@ pub fn random_init_report(
     let encoder = kind
         .with_width(cfg.width)
         .build(train.channels, vb.pp("encoder"))?;
-    let test = selfsup::data::load(&cfg.dataset, Split::Test, cfg.data_dir.as_deref())?;
+    if train.labels.is_none() {
+        return Ok(EvalReport::default());
+    }
+    let test = load_with(
+        &cfg.dataset,
+        Split::Test,
+        cfg.data_dir.as_deref(),
+        &cfg.video,
+    )?;
     Ok(evaluate(encoder.as_ref(), train, &test, device, cfg.seed)?)
+}
+
+/// The run's pretext task on both time spans of another dataset (`--on`), such as a
+/// video the run never saw; written to `eval-on-<dataset>.json` in the run folder.
+fn pretext_on(trainer: &Trainer, cfg: &TrainConfig, on: &str, run_dir: &Path) -> Result<()> {
+    let mut scores = serde_json::Map::new();
+    scores.insert("dataset".into(), on.into());
+    for (split, key) in [(Split::Train, "train_span"), (Split::Test, "test_span")] {
+        let data = load_with(on, split, cfg.data_dir.as_deref(), &cfg.video)?;
+        let clips = data.len();
+        let Some(top1) = trainer.pretext_score(Arc::new(data))? else {
+            bail!("method {} has no pretext measure to transfer", cfg.method)
+        };
+        println!(
+            "{} pretext top-1 on {on} ({key}, {clips} clips): {top1:.2}%",
+            cfg.method
+        );
+        scores.insert(format!("pretext_top1_{key}"), top1.into());
+    }
+    let name = on.rsplit(['/', ':']).next().unwrap_or(on);
+    let path = run_dir.join(format!("eval-on-{name}.json"));
+    write_atomic(&path, serde_json::to_string_pretty(&scores)?.as_bytes())?;
+    println!("written to {}", path.display());
+    Ok(())
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -45,6 +79,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let Some(step) = trainer.resume()? else {
             bail!("{}: has no checkpoint to evaluate", run_dir.display())
         };
+        if let Some(on) = &args.on {
+            return pretext_on(&trainer, &cfg, on, run_dir);
+        }
         let report = trainer.evaluate()?;
         let (per_epoch, seconds) = (trainer.steps_per_epoch(), trainer.train_seconds());
         (
@@ -61,7 +98,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
             seed: args.seed,
             ..Default::default()
         };
-        let train = selfsup::data::load(&cfg.dataset, Split::Train, cfg.data_dir.as_deref())?;
+        let train = load_with(
+            &cfg.dataset,
+            Split::Train,
+            cfg.data_dir.as_deref(),
+            &cfg.video,
+        )?;
         let report = random_init_report(&cfg, &train, &device)?;
         let default_out = PathBuf::from("runs").join(format!(
             "random-init-{}-{}",
@@ -77,12 +119,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     eval.write(&out)?;
     println!(
-        "{} {} on {}: linear probe {:.2}%, kNN {:.2}% (written to {})",
+        "{} {} on {}: linear probe {}, kNN {} (written to {})",
         eval.method,
         eval.encoder,
         eval.dataset,
-        eval.linear_probe_top1,
-        eval.knn_top1,
+        percent(eval.linear_probe_top1),
+        percent(eval.knn_top1),
         out.join("eval.json").display()
     );
     Ok(())

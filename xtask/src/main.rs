@@ -4,11 +4,13 @@
 //! - `eval`: kNN and linear-probe evaluation of a run, or of a random-init baseline.
 //! - `download`: fetch a dataset from its official source, verifying SHA-256.
 //! - `bench`: training and augmentation throughput, side by side with PyTorch.
+//! - `prepare-video`: extract a video's frames into a folder (UCF101 style).
 mod bench;
 mod bench_bank;
 mod bench_profile;
 mod cli;
 mod eval_cmd;
+mod prepare_video;
 mod pretrain;
 mod report;
 
@@ -21,6 +23,7 @@ fn main() {
         cli::Command::Eval(args) => eval_cmd::run(args),
         cli::Command::Download(args) => download(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::PrepareVideo(args) => prepare_video::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));

@@ -11,10 +11,12 @@ pub struct EvalFile {
     pub encoder: String,
     pub epochs: f64,
     pub steps: usize,
-    /// Top-1 of the linear probe on the test split, percent.
-    pub linear_probe_top1: f64,
+    /// Top-1 of the linear probe on the test split, percent (none for unlabelled data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_probe_top1: Option<f64>,
     /// Top-1 of weighted kNN (k = 200) on the test split, percent.
-    pub knn_top1: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn_top1: Option<f64>,
     /// The pretext task's own top-1 on the test split, percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretext_top1: Option<f64>,
@@ -60,6 +62,19 @@ impl EvalFile {
     }
 }
 
+/// A percentage, or "n/a" for a probe that was not run.
+pub fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}%"))
+}
+
+/// A difference of two percentages, or "n/a".
+fn gain(run: Option<f64>, base: Option<f64>) -> String {
+    match (run, base) {
+        (Some(r), Some(b)) => format!("{:+.2}", r - b),
+        _ => "n/a".into(),
+    }
+}
+
 pub fn print_summary(run: &EvalFile, baseline: &EvalReport) {
     println!();
     println!(
@@ -68,23 +83,25 @@ pub fn print_summary(run: &EvalFile, baseline: &EvalReport) {
     );
     println!("|---|---|---|");
     println!(
-        "| {} {} ({} steps, {:.1} epochs, {:.0} s) | {:.2}% | {:.2}% |",
+        "| {} {} ({} steps, {:.1} epochs, {:.0} s) | {} | {} |",
         run.method,
         run.encoder,
         run.steps,
         run.epochs,
         run.train_seconds,
-        run.linear_probe_top1,
-        run.knn_top1
+        percent(run.linear_probe_top1),
+        percent(run.knn_top1)
     );
     println!(
-        "| random-init {} | {:.2}% | {:.2}% |",
-        run.encoder, baseline.linear_probe_top1, baseline.knn_top1
+        "| random-init {} | {} | {} |",
+        run.encoder,
+        percent(baseline.linear_probe_top1),
+        percent(baseline.knn_top1)
     );
     println!(
-        "| gain over random init | {:+.2} | {:+.2} |",
-        run.linear_probe_top1 - baseline.linear_probe_top1,
-        run.knn_top1 - baseline.knn_top1
+        "| gain over random init | {} | {} |",
+        gain(run.linear_probe_top1, baseline.linear_probe_top1),
+        gain(run.knn_top1, baseline.knn_top1)
     );
     if let Some(top1) = run.pretext_top1 {
         println!(

@@ -1,11 +1,15 @@
 //! The in-memory [`Dataset`] and [`load`], which finds and reads one by name.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
+use crate::clips::{clip_dataset, VideoOptions};
 use crate::error::{DataError, Result};
 use crate::image::Image;
+use crate::moving_fmnist::load_moving_fmnist;
+use crate::video::{find_videos, read_video};
 use crate::{cifar, folder, idx, locate};
 
 /// Which part of a dataset to load.
@@ -53,6 +57,10 @@ pub struct Dataset {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation, in `[0, 1]` pixel units.
     pub std: Vec<f32>,
+    /// Frames per item: 1 for still images. A clip dataset (video) stores each item as
+    /// `clip_len` frames stacked along the height, `(C, clip_len·H, W)`; see
+    /// [`Dataset::frame_height`] and [`Dataset::frames`].
+    pub clip_len: usize,
 }
 
 impl Dataset {
@@ -133,6 +141,66 @@ impl Dataset {
             num_classes,
             mean,
             std,
+            clip_len: 1,
+        })
+    }
+
+    /// Marks the dataset as one of clips of `clip_len` frames stacked along the height.
+    ///
+    /// # Errors
+    /// [`DataError::Config`] if `clip_len` is 0 or does not divide the height.
+    pub fn with_clip_len(mut self, clip_len: usize) -> Result<Self> {
+        if clip_len == 0 || self.height % clip_len != 0 {
+            return Err(DataError::config(
+                "clip_len",
+                format!(
+                    "{clip_len} frames do not evenly stack into height {} of {}",
+                    self.height, self.name
+                ),
+            ));
+        }
+        self.clip_len = clip_len;
+        Ok(self)
+    }
+
+    /// Rows of one frame: the height for still images, `height / clip_len` for clips.
+    pub fn frame_height(&self) -> usize {
+        self.height / self.clip_len.max(1)
+    }
+
+    /// The frames of every clip as a dataset of still images, each with its clip's
+    /// label, in clip order then time order (frame-level evaluation of video
+    /// methods). A still-image dataset is returned as it is, borrowed.
+    pub fn frames(&self) -> Cow<'_, Dataset> {
+        if self.clip_len <= 1 {
+            return Cow::Borrowed(self);
+        }
+        let (t, h) = (self.clip_len, self.frame_height());
+        let plane = h * self.width;
+        let mut pixels = Vec::with_capacity(self.pixels.len());
+        for i in 0..self.len() {
+            let clip = self.raw(i);
+            for f in 0..t {
+                for c in 0..self.channels {
+                    let start = (c * t + f) * plane;
+                    pixels.extend_from_slice(&clip[start..start + plane]);
+                }
+            }
+        }
+        Cow::Owned(Dataset {
+            name: format!("{} frames", self.name),
+            channels: self.channels,
+            height: h,
+            width: self.width,
+            pixels,
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| l.iter().flat_map(|&y| std::iter::repeat_n(y, t)).collect()),
+            num_classes: self.num_classes,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            clip_len: 1,
         })
     }
 
@@ -263,14 +331,43 @@ pub fn channel_stats(channels: usize, plane: usize, pixels: &[u8]) -> (Vec<f32>,
 /// [`DataError::NotFound`] when no lookup location has the files, and
 /// [`DataError::Format`]/[`DataError::Io`] for unreadable or malformed files.
 pub fn load(name: &str, split: Split, data_dir: Option<&Path>) -> Result<Dataset> {
+    load_with(name, split, data_dir, &VideoOptions::default())
+}
+
+/// Like [`load`], with the settings of the video datasets: `video:<path>` (a video file
+/// ffmpeg can read, a folder of extracted frames, or a folder of either; see
+/// [`find_videos`](crate::video::find_videos)), cut into clips whose last
+/// `opts.held_out` of every video is the test split, and `moving-fmnist`
+/// ([`load_moving_fmnist`](crate::moving_fmnist::load_moving_fmnist)). Both are clip
+/// datasets ([`Dataset::clip_len`]); videos from files are unlabelled.
+///
+/// # Errors
+/// As [`load`], and for video that cannot be found or decoded, or bad `opts`.
+pub fn load_with(
+    name: &str,
+    split: Split,
+    data_dir: Option<&Path>,
+    opts: &VideoOptions,
+) -> Result<Dataset> {
     if let Some(path) = name.strip_prefix("folder:") {
         return folder::load_folder(Path::new(path), split);
+    }
+    if let Some(path) = name.strip_prefix("video:") {
+        opts.validate()?;
+        let videos = find_videos(Path::new(path))?
+            .iter()
+            .map(|source| read_video(source, Some((opts.size, opts.size))))
+            .collect::<Result<Vec<_>>>()?;
+        return clip_dataset(name, &videos, None, opts, split, false);
+    }
+    if name == "moving-fmnist" {
+        return load_moving_fmnist(split, data_dir, opts);
     }
     let (mean, std) = normalization(name).ok_or_else(|| {
         DataError::config(
             "dataset",
             format!(
-                "unknown dataset `{name}`; known: {}, or folder:<path>",
+                "unknown dataset `{name}`; known: {}, moving-fmnist, folder:<path> or video:<path>",
                 KNOWN_DATASETS.join(", ")
             ),
         )

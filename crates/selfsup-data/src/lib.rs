@@ -7,6 +7,9 @@
 //! - **readers** for IDX (MNIST, Fashion-MNIST; raw or `.gz`), the CIFAR-10 /
 //!   CIFAR-100 binary format, and folders of `.jpg`/`.png` images (flat =
 //!   unlabelled, or one subfolder per class) — [`idx`], [`cifar`], [`folder`];
+//! - **video** clips: files decoded by the `ffmpeg` CLI or folders of extracted
+//!   frames, cut into clips with a held-out time span ([`clips`]), and the
+//!   generated Moving Fashion-MNIST ([`moving_fmnist`]);
 //! - an in-memory [`Dataset`] (`u8` CHW pixels, labels, normalisation
 //!   constants) and [`load`], which finds a dataset by name in the lookup
 //!   order `--data-dir`, `$SELFSUP_DATA/<name>`, `./data/<name>`,
@@ -48,6 +51,7 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod clips;
 pub mod dataset;
 pub mod download;
 pub mod error;
@@ -59,16 +63,20 @@ pub mod image;
 pub mod image_grid;
 pub mod loader;
 pub mod locate;
+pub mod moving_fmnist;
 pub mod pretext;
 pub mod rng;
+pub mod video;
 pub mod views;
 
 pub use augment::ColorJitter;
-pub use dataset::{load, Dataset, Split};
+pub use clips::VideoOptions;
+pub use dataset::{load, load_with, Dataset, Split};
 pub use download::{download, download_dataset};
 pub use error::{DataError, Result};
 pub use image::Image;
 pub use loader::{Batch, Loader};
 pub use locate::locate;
 pub use rng::Rng;
+pub use video::Video;
 pub use views::{Identity, Sample, SimclrViews, ViewRecipe};

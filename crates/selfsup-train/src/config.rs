@@ -2,6 +2,7 @@
 pub use crate::contrastive_config::{BankLoss, ContrastiveConfig};
 pub use crate::pretext_config::{MaskKind, PretextConfig};
 use crate::{Result, TrainError};
+use selfsup_data::VideoOptions;
 use std::path::PathBuf;
 
 /// Which optimizer updates the weights.
@@ -85,6 +86,8 @@ pub struct TrainConfig {
     pub pretext: PretextConfig,
     /// Settings of the memory-bank and momentum-encoder methods (`[contrastive]` in TOML).
     pub contrastive: ContrastiveConfig,
+    /// Settings of the video datasets (`[video]` in TOML).
+    pub video: VideoOptions,
 }
 
 /// The softmax temperature each method's paper uses: 0.07 for NPID and PIRL, 0.2 for
@@ -124,6 +127,7 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             pretext: PretextConfig::default(),
             contrastive: ContrastiveConfig::default(),
+            video: VideoOptions::default(),
         }
     }
 }
@@ -225,6 +229,7 @@ impl TrainConfig {
             positive("grad-clip", c)?;
         }
         self.pretext.validate()?;
+        self.video.validate()?;
         self.contrastive.validate()
     }
 }

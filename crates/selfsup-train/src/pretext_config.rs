@@ -55,6 +55,10 @@ pub struct PretextConfig {
     pub overlap_weight: f64,
     /// Weight of the adversarial loss; 0 turns it off (0.001 in the paper).
     pub adversarial_weight: f64,
+    /// Sub-clips per odd-one-out question, N (6 in Fernando et al.).
+    pub questions: usize,
+    /// Frames per odd-one-out sub-clip.
+    pub question_frames: usize,
 }
 
 impl Default for PretextConfig {
@@ -70,6 +74,8 @@ impl Default for PretextConfig {
             overlap: 1.0 / 16.0,
             overlap_weight: 10.0,
             adversarial_weight: 0.0,
+            questions: 4,
+            question_frames: 3,
         }
     }
 }

@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Fewest samples the pretext task is scored on; smaller test splits are passed over
+/// several times with new views.
+pub const MIN_PRETEXT_SAMPLES: usize = 1000;
+
 /// What a finished (or resumed-and-finished) run did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainOutcome {
@@ -53,10 +57,11 @@ impl Trainer {
     /// A one-line error naming the bad setting or data file.
     pub fn new(cfg: TrainConfig, run_dir: &Path, device: &Device) -> Result<Self> {
         cfg.validate()?;
-        let train_set = selfsup_data::load(
+        let train_set = selfsup_data::load_with(
             &cfg.dataset,
             selfsup_data::Split::Train,
             cfg.data_dir.as_deref(),
+            &cfg.video,
         )?;
         if train_set.len() < cfg.batch_size {
             return Err(TrainError::config(
@@ -71,8 +76,9 @@ impl Trainer {
         let varmap = VarMap::new();
         let shape = DataShape {
             channels: train_set.channels,
-            size: train_set.height,
+            size: train_set.frame_height(),
             images: train_set.len(),
+            clip_len: train_set.clip_len,
         };
         let method = build_method(&cfg, shape, &varmap, device)?;
         let params = trainable_params(&varmap, &[]);
@@ -155,26 +161,33 @@ impl Trainer {
         self.train_set.len() / self.cfg.batch_size
     }
 
-    /// Evaluates the encoder on frozen features of the training and test splits.
+    /// Evaluates the encoder on frozen features of the training and test splits (the
+    /// probes are skipped for unlabelled data), and the method's pretext task on the
+    /// test split.
     ///
     /// # Errors
-    /// If the test split cannot be loaded or has no labels.
+    /// If the test split cannot be loaded.
     pub fn evaluate(&self) -> Result<crate::EvalReport> {
         let cfg = &self.cfg;
-        let test = selfsup_data::load(
+        let test = selfsup_data::load_with(
             &cfg.dataset,
             selfsup_data::Split::Test,
             cfg.data_dir.as_deref(),
+            &cfg.video,
         )?;
-        let mut report = crate::evaluate(
-            self.encoder(),
-            &self.train_set,
-            &test,
-            &self.device,
-            cfg.seed,
-        )?;
+        let mut report = if self.train_set.labels.is_some() {
+            crate::evaluate(
+                self.encoder(),
+                &self.train_set,
+                &test,
+                &self.device,
+                cfg.seed,
+            )?
+        } else {
+            crate::EvalReport::default()
+        };
         if let Some(metric) = self.method.pretext_metric() {
-            let value = self.pretext_score(Arc::new(test), metric)?;
+            let value = self.pretext_score(Arc::new(test))?;
             match metric {
                 PretextMetric::Top1 => report.pretext_top1 = value,
                 PretextMetric::Mse => report.pretext_mse = value,
@@ -183,21 +196,33 @@ impl Trainer {
         Ok(report)
     }
 
-    /// The method's pretext measure over one pass of `test`, with the method's own
-    /// views drawn from a seed other than training's.
-    fn pretext_score(&self, test: Arc<Dataset>, metric: PretextMetric) -> Result<Option<f64>> {
-        let batch = self.cfg.batch_size.min(test.len());
+    /// The method's pretext measure ([`Method::pretext_metric`]; `None` if it has none)
+    /// on `data`, with the method's own views drawn from a seed other than training's.
+    /// Small datasets (video clips) are passed over until [`MIN_PRETEXT_SAMPLES`] samples
+    /// were scored, each pass drawing new views.
+    ///
+    /// # Errors
+    /// On tensor errors, or if `data` does not fit the method.
+    pub fn pretext_score(&self, data: Arc<Dataset>) -> Result<Option<f64>> {
+        let Some(metric) = self.method.pretext_metric() else {
+            return Ok(None);
+        };
+        let batch = self.cfg.batch_size.min(data.len());
         let loader = Loader::new(
-            test,
+            data,
             self.method.views(),
             batch,
             self.cfg.seed.wrapping_add(1),
         )?;
-        let bar = progress_bar(loader.batches_per_epoch() as u64, "pretext (test)");
+        let per_pass = loader.batches_per_epoch();
+        let passes = MIN_PRETEXT_SAMPLES.div_ceil(per_pass * batch).max(1);
+        let bar = progress_bar((passes * per_pass) as u64, "pretext (test)");
         let mut tally = PretextTally::default();
-        for batch in loader.epoch(0, 0, &self.device) {
-            tally.add(self.method.pretext_eval(&batch?)?);
-            bar.inc(1);
+        for pass in 0..passes {
+            for batch in loader.epoch(pass, 0, &self.device) {
+                tally.add(self.method.pretext_eval(&batch?)?);
+                bar.inc(1);
+            }
         }
         bar.finish_and_clear();
         Ok(tally.value(metric))

@@ -6,22 +6,23 @@
 use candle_core::Device;
 use candle_nn::VarMap;
 use selfsup_data::{Dataset, Loader, Rng};
-use selfsup_train::methods::{build_method, DataShape, METHODS};
+use selfsup_train::methods::{build_method, DataShape, METHODS, VIDEO_METHODS};
 use selfsup_train::optim::trainable_params;
 use selfsup_train::TrainConfig;
 use std::sync::Arc;
 
-/// `n` random images of `channels x size x size` with labels.
-fn synthetic(n: usize, channels: usize, size: usize) -> Arc<Dataset> {
+/// `n` random images of `channels x size x size` with labels, or clips of `clip_len`
+/// such frames.
+fn synthetic(n: usize, channels: usize, size: usize, clip_len: usize) -> Arc<Dataset> {
     let mut rng = Rng::new(11);
-    let pixels = (0..n * channels * size * size)
+    let pixels = (0..n * channels * clip_len * size * size)
         .map(|_| rng.below(256) as u8)
         .collect();
     let labels = (0..n as u32).map(|i| i % 2).collect();
     let ds = Dataset::new(
         "synthetic",
         channels,
-        size,
+        clip_len * size,
         size,
         pixels,
         Some(labels),
@@ -29,6 +30,8 @@ fn synthetic(n: usize, channels: usize, size: usize) -> Arc<Dataset> {
         vec![0.5; channels],
         vec![0.25; channels],
     )
+    .unwrap()
+    .with_clip_len(clip_len)
     .unwrap();
     Arc::new(ds)
 }
@@ -44,13 +47,20 @@ fn check_all_gradients(method: &str, encoder: &str, channels: usize, size: usize
     };
     cfg.contrastive.negatives = 8;
     let varmap = VarMap::new();
+    let clip_len = if VIDEO_METHODS.contains(&method) {
+        8
+    } else {
+        1
+    };
     let data = DataShape {
         channels,
         size,
         images: 16,
+        clip_len,
     };
     let mut model = build_method(&cfg, data, &varmap, &device).unwrap();
-    let loader = Loader::new(synthetic(4, channels, size), model.views(), 4, 0).unwrap();
+    let clips = synthetic(4, channels, size, clip_len);
+    let loader = Loader::new(clips, model.views(), 4, 0).unwrap();
     let batch = loader.epoch(0, 0, &device).next().unwrap().unwrap();
     let grads = model.loss(&batch).unwrap().backward().unwrap();
     let params = trainable_params(&varmap, &[]);

@@ -12,7 +12,10 @@
 //!   the neighbour's position in [`NEIGHBOURS`] (relative patch location).
 //! - [`InpaintingViews`]: the view of inpainting and its hidden squares
 //!   ([`MaskBox`]), with [`rasterize_mask`] for the mask and its overlap border.
+//! - [`ShuffleLearnViews`] and [`OddOneOutViews`]: frame tuples and sub-clips of a
+//!   video clip, labelled by whether (or which one) is out of temporal order.
 
+mod frame_order;
 mod grid;
 mod jigsaw;
 mod mask;
@@ -21,6 +24,9 @@ mod permutations;
 mod pirl;
 mod rotation;
 
+pub use frame_order::{
+    clip_frame, is_monotone, min_gap, spaced_positions, OddOneOutViews, ShuffleLearnViews,
+};
 pub use grid::{PatchGrid, MIN_PATCH};
 pub use jigsaw::{
     normalize_in_place, JigsawTiles, JigsawViews, DEFAULT_UPSCALE, STD_FLOOR, TILE_MEAN, TILE_STD,

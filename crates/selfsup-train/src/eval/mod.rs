@@ -13,13 +13,16 @@ use candle_core::Device;
 use selfsup_data::Dataset;
 use selfsup_encoders::Encoder;
 
-/// Top-1 accuracies on the test split, in percent.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Top-1 accuracies on the test split, in percent. The probes are `None` for
+/// unlabelled data (video files).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalReport {
     /// Linear classifier on standardised frozen features.
-    pub linear_probe_top1: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_probe_top1: Option<f64>,
     /// Weighted kNN (k = 200, cosine, weights exp(sim / 0.1)).
-    pub knn_top1: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn_top1: Option<f64>,
     /// The pretext task's own top-1 on the test split (rotation, patch location, jigsaw).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretext_top1: Option<f64>,
@@ -28,7 +31,8 @@ pub struct EvalReport {
     pub pretext_mse: Option<f64>,
 }
 
-/// Extracts frozen features of both splits and runs both protocols.
+/// Extracts frozen features of both splits and runs both protocols. Video clips are
+/// scored frame by frame ([`Dataset::frames`]), each frame with its clip's label.
 ///
 /// # Errors
 /// If a split has no labels or on tensor errors.
@@ -47,6 +51,8 @@ pub fn evaluate(
             )
         })
     };
+    let (train, test) = (train.frames(), test.frames());
+    let (train, test) = (train.as_ref(), test.as_ref());
     let (train_y, test_y) = (labels(train)?, labels(test)?);
     let classes = train.num_classes.max(test.num_classes);
     let train_f = extract_features(encoder, train, device, "features (train)")?;
@@ -67,9 +73,8 @@ pub fn evaluate(
         device,
     )?;
     Ok(EvalReport {
-        linear_probe_top1: linear,
-        knn_top1: knn,
-        pretext_top1: None,
-        pretext_mse: None,
+        linear_probe_top1: Some(linear),
+        knn_top1: Some(knn),
+        ..EvalReport::default()
     })
 }

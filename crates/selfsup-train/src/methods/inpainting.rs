@@ -359,6 +359,7 @@ mod tests {
                 channels,
                 size,
                 images: 1,
+                clip_len: 1,
             },
             vb,
         )

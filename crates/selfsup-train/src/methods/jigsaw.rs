@@ -13,7 +13,7 @@ use candle_nn::{Module, VarBuilder};
 use selfsup_data::pretext::{JigsawTiles, JigsawViews, PatchGrid, PermutationSet};
 use selfsup_data::{Batch, ColorJitter, DataError, ViewRecipe};
 use selfsup_encoders::Encoder;
-use selfsup_pretext::{classify, Classified, MlpHead};
+use selfsup_pretext::{classify, concat_views, Classified, MlpHead};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl Jigsaw {
         }
         // One encoder pass over all N * tiles tiles, view-major.
         let features = self.encoder.forward_t(&Tensor::cat(views, 0)?, train)?;
-        self.head.forward(&per_image(&features, tiles)?)
+        self.head.forward(&concat_views(&features, tiles)?)
     }
 }
 
@@ -120,18 +120,6 @@ pub(super) fn jigsaw_tiles(cfg: &TrainConfig, data: DataShape) -> Result<JigsawT
     tiles.color_jitter_p = cfg.jitter_p;
     tiles.grayscale_p = GRAYSCALE_P;
     Ok(tiles)
-}
-
-/// Per-tile features of `tiles` views stacked view-major, `(tiles * N, D)`, regrouped
-/// per image and concatenated in view order, `(N, tiles * D)`.
-pub(super) fn per_image(features: &Tensor, tiles: usize) -> candle_core::Result<Tensor> {
-    let (rows, dim) = features.dims2()?;
-    let n = rows / tiles;
-    features
-        .reshape((tiles, n, dim))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((n, tiles * dim))
 }
 
 /// Names a data-side setting error after its `[pretext]` setting.
@@ -224,6 +212,7 @@ mod tests {
                 channels: 1,
                 size,
                 images: 1,
+                clip_len: 1,
             },
             vb,
         )

@@ -5,18 +5,22 @@ mod inpainting;
 mod jigsaw;
 mod moco;
 mod npid;
+mod odd_one_out;
 mod pirl;
 mod relative_patch;
 mod rotation;
+mod shuffle_learn;
 mod simclr;
 
 pub use inpainting::Inpainting;
 pub use jigsaw::Jigsaw;
 pub use moco::Moco;
 pub use npid::Npid;
+pub use odd_one_out::OddOneOut;
 pub use pirl::Pirl;
 pub use relative_patch::RelativePatch;
 pub use rotation::Rotation;
+pub use shuffle_learn::ShuffleLearn;
 pub use simclr::SimClr;
 
 use crate::config::TrainConfig;
@@ -36,17 +40,24 @@ pub const METHODS: &[&str] = &[
     "rotation",
     "relative-patch",
     "inpainting",
+    "shuffle-learn",
+    "odd-one-out",
 ];
+
+/// The methods that learn from video clips (`video:<path>` or `moving-fmnist`).
+pub const VIDEO_METHODS: &[&str] = &["shuffle-learn", "odd-one-out"];
 
 /// What a method needs to know about the data to build itself.
 #[derive(Clone, Copy, Debug)]
 pub struct DataShape {
     /// Image channels.
     pub channels: usize,
-    /// Image height and width.
+    /// Image (or video frame) height and width.
     pub size: usize,
     /// Images in the training split (the memory bank's slots).
     pub images: usize,
+    /// Frames per item: 1 for images, the clip length for video datasets.
+    pub clip_len: usize,
 }
 
 /// Builds the method that `cfg.method` names, with its trainable variables in
@@ -70,6 +81,8 @@ pub fn build_method(
         "rotation" => Ok(Box::new(Rotation::new(cfg, data, vb)?)),
         "relative-patch" => Ok(Box::new(RelativePatch::new(cfg, data, vb)?)),
         "inpainting" => Ok(Box::new(Inpainting::new(cfg, data, vb)?)),
+        "shuffle-learn" => Ok(Box::new(ShuffleLearn::new(cfg, data, vb)?)),
+        "odd-one-out" => Ok(Box::new(OddOneOut::new(cfg, data, vb)?)),
         other => Err(TrainError::config(
             "method",
             format!(
@@ -78,6 +91,22 @@ pub fn build_method(
             ),
         )),
     }
+}
+
+/// Checks that a video method is given clips.
+///
+/// # Errors
+/// A [`TrainError::Config`] naming the dataset setting when `data` holds still images.
+pub(crate) fn require_clips(method: &str, data: DataShape) -> Result<()> {
+    if data.clip_len < 2 {
+        return Err(TrainError::config(
+            "dataset",
+            format!(
+                "{method} learns from video: use --dataset video:<file-or-folder> or moving-fmnist"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses `cfg.encoder`, applying `cfg.width` to the small-cnn.

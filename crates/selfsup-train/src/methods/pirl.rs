@@ -3,7 +3,7 @@
 //! memory-bank slot, so the representation becomes invariant to the pretext
 //! transformation instead of predicting it.
 use super::bank::BankObjective;
-use super::jigsaw::{jigsaw_tiles, per_image};
+use super::jigsaw::jigsaw_tiles;
 use super::simclr::simclr_views;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
@@ -14,6 +14,7 @@ use candle_nn::{Linear, Module, VarBuilder};
 use selfsup_data::pretext::PirlViews;
 use selfsup_data::{Batch, ViewRecipe};
 use selfsup_encoders::{torch_linear, Encoder};
+use selfsup_pretext::concat_views;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -97,7 +98,7 @@ impl Method for Pirl {
         let per_tile = self.tile_head.forward(&tile_features)?;
         let g = self
             .jigsaw_head
-            .forward(&per_image(&per_tile, tiles.len())?)?;
+            .forward(&concat_views(&per_tile, tiles.len())?)?;
         let (positives, negatives) = self.objective.targets(&batch.indices)?;
         let jigsaw_loss = self.objective.loss(&g, &positives, &negatives)?;
         let image_loss = self.objective.loss(&f, &positives, &negatives)?;

@@ -115,6 +115,7 @@ mod tests {
                 channels: 1,
                 size,
                 images: 1,
+                clip_len: 1,
             },
             vb,
         )

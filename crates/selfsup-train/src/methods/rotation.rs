@@ -116,6 +116,7 @@ mod tests {
                 channels: 1,
                 size: 12,
                 images: 1,
+                clip_len: 1,
             },
             vb,
         )

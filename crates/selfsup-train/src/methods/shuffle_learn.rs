@@ -1,0 +1,85 @@
+//! Shuffle & Learn (Misra, Zitnick, Hebert 2016, "Shuffle and Learn: Unsupervised
+//! Learning using Temporal Order Verification"): is the middle frame of a tuple between
+//! the other two in time?
+use super::classification::{batch_targets, ClassificationTask};
+use super::{encoder_kind, require_clips, DataShape};
+use crate::config::TrainConfig;
+use crate::method::ENCODER_PREFIX;
+use crate::Result;
+use candle_core::Tensor;
+use candle_nn::{Module, VarBuilder};
+use selfsup_data::pretext::ShuffleLearnViews;
+use selfsup_data::{Batch, ViewRecipe};
+use selfsup_encoders::Encoder;
+use selfsup_pretext::{classify, concat_views, Classified, MlpHead};
+use std::sync::Arc;
+
+/// Frames per tuple.
+const TUPLE: usize = 3;
+
+/// Shuffle & Learn: the tuple's three frames → one siamese frame encoder (one batch of
+/// `3N`) → features concatenated in tuple order → [`MlpHead`] with one hidden layer →
+/// in order or not, with cross-entropy over balanced positives and negatives
+/// ([`ShuffleLearnViews`]).
+pub struct ShuffleLearn {
+    encoder: Box<dyn Encoder>,
+    head: MlpHead,
+    views: Arc<ShuffleLearnViews>,
+}
+
+impl ShuffleLearn {
+    /// Builds the frame encoder under `encoder.` and the classifier under `head.`.
+    ///
+    /// # Errors
+    /// If the data are not video clips long enough for a tuple, or for an unknown encoder.
+    pub fn new(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Self> {
+        require_clips("shuffle-learn", data)?;
+        let views = ShuffleLearnViews {
+            clip_len: data.clip_len,
+            frame_height: data.size,
+        };
+        views.validate()?;
+        let encoder = encoder_kind(cfg)?.build(data.channels, vb.pp(ENCODER_PREFIX))?;
+        let dim = encoder.feature_dim();
+        let head = MlpHead::new(TUPLE * dim, dim, 2, vb.pp("head"))?;
+        Ok(Self {
+            encoder,
+            head,
+            views: Arc::new(views),
+        })
+    }
+
+    /// In-order logits of each tuple.
+    ///
+    /// # Shapes
+    /// 3 views of `(N, C, H, W)` to `(N, 2)`.
+    fn logits(&self, views: &[Tensor], train: bool) -> candle_core::Result<Tensor> {
+        if views.len() != TUPLE {
+            candle_core::bail!(
+                "shuffle-learn expects {TUPLE} frames per tuple, got {}",
+                views.len()
+            )
+        }
+        let features = self.encoder.forward_t(&Tensor::cat(views, 0)?, train)?;
+        self.head.forward(&concat_views(&features, TUPLE)?)
+    }
+}
+
+impl ClassificationTask for ShuffleLearn {
+    const NAME: &'static str = "shuffle-learn";
+
+    fn recipe(&self) -> Arc<dyn ViewRecipe> {
+        self.views.clone()
+    }
+
+    fn backbone(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+
+    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
+        classify(
+            &self.logits(&batch.views, train)?,
+            batch_targets(batch, Self::NAME)?,
+        )
+    }
+}

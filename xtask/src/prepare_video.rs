@@ -1,0 +1,28 @@
+//! `cargo xtask prepare-video`: a video file to a folder of PNG frames.
+use crate::cli::PrepareVideoArgs;
+use anyhow::{bail, Result};
+use selfsup::data::video::{decode_video, write_frame_folder};
+
+/// Parses `WIDTHxHEIGHT`.
+fn parse_size(text: &str) -> Result<(usize, usize)> {
+    let parsed = text
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    match parsed {
+        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => bail!("invalid setting `size`: expected WIDTHxHEIGHT such as 64x48, got {text:?}"),
+    }
+}
+
+pub fn run(args: PrepareVideoArgs) -> Result<()> {
+    let size = args.size.as_deref().map(parse_size).transpose()?;
+    let video = decode_video(&args.input, size)?;
+    let frames = write_frame_folder(&video, &args.out)?;
+    println!(
+        "wrote {frames} frames of {}x{} to {}",
+        video.width,
+        video.height,
+        args.out.display()
+    );
+    Ok(())
+}
