@@ -1,6 +1,8 @@
 //! `cargo xtask prepare-video`: a video file to a folder of PNG frames.
+use std::path::Path;
+
 use crate::cli::PrepareVideoArgs;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use selfsup::data::video::{decode_video, write_frame_folder};
 
 /// Parses `WIDTHxHEIGHT`.
@@ -14,8 +16,30 @@ fn parse_size(text: &str) -> Result<(usize, usize)> {
     }
 }
 
+/// Fails if `out` already holds extracted frames, before any decoding work.
+fn check_out(out: &Path) -> Result<()> {
+    if !out.is_dir() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(out).with_context(|| format!("{}", out.display()))?;
+    for entry in entries {
+        let name = entry
+            .with_context(|| format!("{}", out.display()))?
+            .file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("frame_") && name.ends_with(".png") {
+            bail!(
+                "{}: already holds frames ({name}); choose an empty folder",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: PrepareVideoArgs) -> Result<()> {
     let size = args.size.as_deref().map(parse_size).transpose()?;
+    check_out(&args.out)?;
     let video = decode_video(&args.input, size)?;
     let frames = write_frame_folder(&video, &args.out)?;
     println!(

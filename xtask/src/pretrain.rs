@@ -2,31 +2,30 @@
 use crate::cli::{device, PretrainArgs};
 use crate::report::{print_summary, EvalFile};
 use anyhow::{bail, Context, Result};
-use selfsup::train::config::default_temperature;
 use selfsup::train::{checkpoint, export::export_encoder, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
-/// Defaults, then `--config`, then the flags given. The temperature, when neither
-/// sets it, is the method's own ([`default_temperature`]).
+/// The method's defaults ([`TrainConfig::for_method`]), then `--config`, then the flags
+/// given.
 pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
-    let (mut cfg, file_sets_temperature) = match &args.config {
+    let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--config {}", path.display()))?;
-            let bad = |e: toml::de::Error| {
-                anyhow::anyhow!(
-                    "--config {}: {}",
-                    path.display(),
-                    e.to_string().replace('\n', " ")
-                )
-            };
-            let table: toml::Table = toml::from_str(&text).map_err(bad)?;
-            (
-                toml::from_str(&text).map_err(bad)?,
-                table.contains_key("temperature"),
-            )
+            toml::from_str::<toml::Table>(&text).map_err(|e| one_line(path, e))?
         }
-        None => (TrainConfig::default(), false),
+        None => toml::Table::new(),
+    };
+    let method = match (&args.method, file.get("method").and_then(|m| m.as_str())) {
+        (Some(m), _) => m.clone(),
+        (None, Some(m)) => m.to_string(),
+        (None, None) => TrainConfig::default().method,
+    };
+    let mut table = toml::Table::try_from(TrainConfig::for_method(&method))?;
+    overlay(&mut table, file);
+    let mut cfg: TrainConfig = match &args.config {
+        Some(path) => table.try_into().map_err(|e| one_line(path, e))?,
+        None => table.try_into()?,
     };
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = &args.$field { cfg.$field = v.clone().into(); })* };
@@ -45,9 +44,6 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
         seed,
         checkpoint_every
     );
-    if args.temperature.is_none() && !file_sets_temperature {
-        cfg.temperature = default_temperature(&cfg.method);
-    }
     if args.data_dir.is_some() {
         cfg.data_dir = args.data_dir.clone();
     }
@@ -77,6 +73,29 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     v.size = args.frame_size.unwrap_or(v.size);
     v.clip_len = args.clip_len.unwrap_or(v.clip_len);
     Ok(cfg)
+}
+
+/// A TOML error on one line, naming the file.
+fn one_line(path: &Path, e: toml::de::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--config {}: {}",
+        path.display(),
+        e.to_string().replace('\n', " ")
+    )
+}
+
+/// Writes every key of `top` over `base`, table by table.
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(top_inner)) => {
+                overlay(inner, top_inner)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 fn run_dir(args: &PretrainArgs, cfg: &TrainConfig) -> PathBuf {

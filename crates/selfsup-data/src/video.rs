@@ -1,10 +1,16 @@
 //! Video input: any file the `ffmpeg` command line can read (scaled by ffmpeg and piped
 //! to us as raw `rgb24` frames, so no native library is linked), and UCF101-style
 //! folders of extracted frames.
+//!
+//! Every decoded frame is kept exactly once (`-vsync passthrough`, the count `ffprobe
+//! -count_frames` reports): ffmpeg's default for raw output would repeat frames to fill
+//! the timing gaps of variable-frame-rate files and pad the end.
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use rayon::prelude::*;
 
 use crate::error::{DataError, Result};
 
@@ -62,26 +68,45 @@ fn has_extension(path: &Path, extensions: &[&str]) -> bool {
         .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// The program named by `var`, or `default`.
-fn program(var: &str, default: &str) -> OsString {
-    std::env::var_os(var).unwrap_or_else(|| default.into())
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(OsStr::to_str)
+        .is_some_and(|n| n.starts_with('.'))
 }
+
+/// The largest frame side accepted (ffmpeg's own limit is about this).
+const MAX_SIDE: usize = 16384;
 
 fn check_size(size: Option<(usize, usize)>) -> Result<()> {
     match size {
-        Some((w, h)) if w == 0 || h == 0 => Err(DataError::config(
+        Some((w, h)) if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE => Err(DataError::config(
             "video.size",
-            format!("frames cannot be {w}x{h}"),
+            format!("frames cannot be {w}x{h} (1 to {MAX_SIDE} pixels a side)"),
         )),
         _ => Ok(()),
     }
 }
 
-/// Runs `cmd`, returning its standard output, or a one-line error naming `path`: a
-/// missing program, or the last line ffmpeg printed on failure.
-fn run(mut cmd: Command, tool: &str, path: &Path) -> Result<Vec<u8>> {
-    let mut child = cmd
-        .stdin(Stdio::null())
+/// The ffprobe that goes with `ffmpeg`: `$SELFSUP_FFPROBE`, else `ffmpeg`'s path with its
+/// trailing `ffmpeg` replaced by `ffprobe`, else `ffprobe` from `PATH`.
+fn ffprobe_for(ffmpeg: &OsStr) -> OsString {
+    if let Some(p) = std::env::var_os("SELFSUP_FFPROBE") {
+        return p;
+    }
+    let path = Path::new(ffmpeg);
+    let name = path.file_name().and_then(OsStr::to_str).unwrap_or("");
+    let stem = name.strip_suffix(".exe").unwrap_or(name);
+    match stem.strip_suffix("ffmpeg") {
+        Some(prefix) => path
+            .with_file_name(format!("{prefix}ffprobe{}", &name[stem.len()..]))
+            .into_os_string(),
+        None => "ffprobe".into(),
+    }
+}
+
+/// Starts `cmd` with piped output; a missing program is a one-line hint to install it.
+fn spawn(cmd: &mut Command, tool: &str, path: &Path) -> Result<Child> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -89,184 +114,277 @@ fn run(mut cmd: Command, tool: &str, path: &Path) -> Result<Vec<u8>> {
             std::io::ErrorKind::NotFound => DataError::config(
                 tool,
                 format!(
-                    "{} not found (set SELFSUP_{} or PATH): install ffmpeg (e.g. `apt-get install ffmpeg`), or give a folder of extracted frames",
+                    "{} not found (SELFSUP_{} or PATH): install it, e.g. `apt-get install ffmpeg`, or use a folder of extracted frames",
                     cmd.get_program().to_string_lossy(),
                     tool.to_uppercase()
                 ),
             ),
             _ => DataError::io(path, e),
-        })?;
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let read = child
-        .stdout
-        .take()
-        .map_or(Ok(0), |mut s| s.read_to_end(&mut out));
-    let read_err = child
-        .stderr
-        .take()
-        .map_or(Ok(0), |mut s| s.read_to_end(&mut err));
-    let status = child.wait().map_err(|e| DataError::io(path, e))?;
-    read.and(read_err).map_err(|e| DataError::io(path, e))?;
-    if !status.success() {
-        let text = String::from_utf8_lossy(&err);
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(DataError::format(
-            path,
-            format!("{tool} cannot read it ({status}): {}", last.trim()),
-        ));
-    }
-    Ok(out)
+        })
 }
 
-/// The first video stream's `(width, height)`, from `ffprobe`.
-fn probe_size(ffprobe: &OsStr, path: &Path) -> Result<(usize, usize)> {
+/// The last line a tool printed, without a leading `<path>: ` (the error names the path).
+fn last_line(path: &Path, stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    let prefix = format!("{}: ", path.display());
+    Some(line.strip_prefix(&prefix).unwrap_or(line).to_string())
+}
+
+/// `<path>: <tool> cannot read it: <the last line it printed>`.
+fn tool_failed(tool: &str, path: &Path, status: ExitStatus, stderr: &[u8]) -> DataError {
+    let why = last_line(path, stderr).unwrap_or_else(|| status.to_string());
+    DataError::format(path, format!("{tool} cannot read it: {why}"))
+}
+
+fn no_video_stream(path: &Path) -> DataError {
+    DataError::format(path, "video has no frames (no video stream)")
+}
+
+/// The first video stream's `(width, height)` as ffmpeg outputs it (display rotation
+/// applied), or `None` if the file has no video stream.
+fn probe_size(ffprobe: &OsStr, path: &Path) -> Result<Option<(usize, usize)>> {
     let mut cmd = Command::new(ffprobe);
-    cmd.args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=width,height", "-of", "csv=p=0"])
+    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["stream=width,height:stream_side_data=rotation", "-of"])
+        .args(["default=noprint_wrappers=1"])
         .arg(path);
-    let out = run(cmd, "ffprobe", path)?;
-    let text = String::from_utf8_lossy(&out);
-    let mut dims = text.trim().split(',').map(|d| d.trim().parse::<usize>());
-    match (dims.next(), dims.next()) {
-        (Some(Ok(w)), Some(Ok(h))) if w > 0 && h > 0 => Ok((w, h)),
-        _ => Err(DataError::format(
-            path,
-            "video has no frames (no video stream)",
-        )),
+    let out = spawn(&mut cmd, "ffprobe", path)?
+        .wait_with_output()
+        .map_err(|e| DataError::io(path, e))?;
+    if !out.status.success() {
+        return Err(tool_failed("ffprobe", path, out.status, &out.stderr));
+    }
+    Ok(parse_probe(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `(width, height)` from ffprobe's `key=value` lines; a quarter-turn display rotation
+/// swaps them, as ffmpeg turns frames upright. `None` without a size (no video stream).
+fn parse_probe(text: &str) -> Option<(usize, usize)> {
+    let field = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+    };
+    let (w, h) = (field("width")?, field("height")?);
+    if w < 1.0 || h < 1.0 {
+        return None;
+    }
+    let (w, h) = (w as usize, h as usize);
+    let quarter = field("rotation").is_some_and(|r| (r.round() as i64).rem_euclid(180) == 90);
+    Some(if quarter { (h, w) } else { (w, h) })
+}
+
+/// Reads `frame_len`-byte HWC frames from `src` until it ends, appending them as CHW to
+/// `out`; returns the bytes of a trailing partial frame.
+fn read_frames(src: &mut impl Read, frame_len: usize, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut buf = vec![0u8; frame_len];
+    loop {
+        let mut filled = 0;
+        while filled < frame_len {
+            match src.read(&mut buf[filled..]) {
+                Ok(0) => return Ok(filled),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        push_planar(&buf, out);
     }
 }
 
-/// Decodes a video file with the `ffmpeg` command line (or `$SELFSUP_FFMPEG`), scaled to
-/// `size = (width, height)` by ffmpeg, or at its own size for `None`.
+/// Appends interleaved `RGBRGB…` pixels as planes `RR…GG…BB…`.
+fn push_planar(hwc: &[u8], out: &mut Vec<u8>) {
+    let plane = hwc.len() / 3;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0);
+    let (r, gb) = out[start..].split_at_mut(plane);
+    let (g, b) = gb.split_at_mut(plane);
+    for (((px, r), g), b) in hwc.chunks_exact(3).zip(r).zip(g).zip(b) {
+        (*r, *g, *b) = (px[0], px[1], px[2]);
+    }
+}
+
+/// Decodes a video file with the `ffmpeg` command line (`$SELFSUP_FFMPEG` if set), scaled
+/// by ffmpeg to `size = (width, height)`, or at its own size for `None` (then read
+/// with `ffprobe`, see [`decode_video_with`]).
 ///
 /// # Errors
-/// One-line [`DataError`]s for a missing file, a missing ffmpeg, a file ffmpeg cannot
-/// read, and a video without frames.
+/// One-line [`DataError`]s naming the file for a missing file, a file ffmpeg cannot
+/// read and a video without frames; a [`DataError::Config`] for a missing ffmpeg or a
+/// zero `size`.
 pub fn decode_video(path: &Path, size: Option<(usize, usize)>) -> Result<Video> {
-    decode_video_with(
-        &program("SELFSUP_FFMPEG", "ffmpeg"),
-        &program("SELFSUP_FFPROBE", "ffprobe"),
-        path,
-        size,
-    )
+    let ffmpeg = std::env::var_os("SELFSUP_FFMPEG").unwrap_or_else(|| "ffmpeg".into());
+    decode_video_with(&ffmpeg, path, size)
 }
 
-/// [`decode_video`] with the ffmpeg and ffprobe programs given.
+/// [`decode_video`] with the ffmpeg program given. ffprobe is `$SELFSUP_FFPROBE` if set,
+/// else the program's path with its trailing `ffmpeg` replaced by `ffprobe`.
 ///
 /// # Errors
 /// As [`decode_video`].
 pub fn decode_video_with(
     ffmpeg: &OsStr,
-    ffprobe: &OsStr,
     path: &Path,
     size: Option<(usize, usize)>,
 ) -> Result<Video> {
     check_size(size)?;
-    if !path.is_file() {
+    if path.is_dir() {
+        return Err(DataError::format(path, "is a folder, not a video file"));
+    }
+    if !path.exists() {
         return Err(DataError::format(path, "no such video file"));
     }
+    std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let ffprobe = ffprobe_for(ffmpeg);
     let (width, height) = match size {
         Some(s) => s,
-        None => probe_size(ffprobe, path)?,
+        None => probe_size(&ffprobe, path)?.ok_or_else(|| no_video_stream(path))?,
     };
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(DataError::format(
+            path,
+            format!("frames are {width}x{height}, over {MAX_SIDE} pixels a side"),
+        ));
+    }
     let mut cmd = Command::new(ffmpeg);
     cmd.args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0:v:0", "-vf"])
+        .args(["-map", "0:v:0", "-vsync", "passthrough", "-vf"])
         .arg(format!("scale={width}:{height}"))
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]);
-    let hwc = run(cmd, "ffmpeg", path)?;
+    let mut child = spawn(&mut cmd, "ffmpeg", path)?;
+    // Drain stderr beside stdout, so a chatty ffmpeg never blocks on a full pipe.
+    let stderr = child.stderr.take();
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut s) = stderr {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
     let frame_len = 3 * width * height;
-    if hwc.is_empty() {
-        return Err(DataError::format(path, "video has no frames"));
+    let mut frames = Vec::new();
+    let read = match child.stdout.take() {
+        Some(mut out) => read_frames(&mut out, frame_len, &mut frames),
+        None => Ok(0),
+    };
+    if read.is_err() {
+        let _ = child.kill();
     }
-    if hwc.len() % frame_len != 0 {
+    let status = child.wait().map_err(|e| DataError::io(path, e))?;
+    let stderr = stderr.join().unwrap_or_default();
+    let partial = read.map_err(|e| DataError::io(path, e))?;
+    if !status.success() {
+        if frames.is_empty() {
+            // Tell a video without frames from a file ffmpeg cannot read.
+            let stream = match size {
+                None => Ok(Some((width, height))),
+                Some(_) => probe_size(&ffprobe, path),
+            };
+            match stream {
+                Ok(Some(_)) => {
+                    let why = last_line(path, &stderr).unwrap_or_else(|| status.to_string());
+                    return Err(DataError::format(
+                        path,
+                        format!("video has no frames (ffmpeg decoded none: {why})"),
+                    ));
+                }
+                Ok(None) => return Err(no_video_stream(path)),
+                Err(_) => {}
+            }
+        }
+        return Err(tool_failed("ffmpeg", path, status, &stderr));
+    }
+    if partial != 0 {
         return Err(DataError::format(
             path,
-            format!(
-                "ffmpeg returned {} bytes, not a whole number of {width}x{height} rgb24 frames",
-                hwc.len()
-            ),
+            format!("ffmpeg's output ends inside a {width}x{height} rgb24 frame"),
         ));
     }
+    if frames.is_empty() {
+        return Err(DataError::format(path, "video has no frames"));
+    }
+    frames.shrink_to_fit();
     Ok(Video {
         name: path.display().to_string(),
         channels: 3,
         height,
         width,
-        frames: hwc.chunks_exact(frame_len).flat_map(planar).collect(),
+        frames,
     })
 }
 
-/// Interleaved `RGBRGB…` pixels to planes `RR…GG…BB…`.
-fn planar(hwc: &[u8]) -> Vec<u8> {
-    (0..3)
-        .flat_map(|c| hwc.iter().skip(c).step_by(3).copied())
-        .collect()
-}
-
-/// The frame files directly in `dir`, sorted by name.
+/// The frame files directly in `dir`, sorted by name (hidden files skipped).
 fn frame_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && has_extension(p, &FRAME_EXTENSIONS))
-        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let p = entry.map_err(|e| DataError::io(dir, e))?.path();
+        if !is_hidden(&p) && p.is_file() && has_extension(&p, &FRAME_EXTENSIONS) {
+            files.push(p);
+        }
+    }
     files.sort();
     Ok(files)
+}
+
+/// One frame file as RGB, resized to `size` if given.
+fn load_frame(file: &Path, size: Option<(usize, usize)>) -> Result<image::RgbImage> {
+    let img = image::open(file)
+        .map_err(|e| match e {
+            image::ImageError::IoError(io) => DataError::io(file, io),
+            other => DataError::format(file, format!("cannot decode frame: {other}")),
+        })?
+        .to_rgb8();
+    Ok(match size {
+        Some((w, h)) if (img.width() as usize, img.height() as usize) != (w, h) => {
+            let filter = image::imageops::FilterType::Triangle;
+            image::imageops::resize(&img, w as u32, h as u32, filter)
+        }
+        _ => img,
+    })
 }
 
 /// A folder of extracted frames (png or jpg, in file-name order, UCF101 style), as RGB,
 /// resized to `size = (width, height)` if given.
 ///
 /// # Errors
-/// If the folder has no frames, a frame cannot be decoded, or frames differ in size.
+/// If the folder has no frames, a frame cannot be decoded, or a frame's size differs
+/// from the first one's (naming the file).
 pub fn read_frame_folder(dir: &Path, size: Option<(usize, usize)>) -> Result<Video> {
     check_size(size)?;
     let files = frame_files(dir)?;
-    if files.is_empty() {
+    let Some(first) = files.first() else {
         return Err(DataError::format(
             dir,
             "video has no frames (no png or jpg files)",
         ));
-    }
+    };
     let mut frames = Vec::new();
     let mut shape = None;
-    for file in &files {
-        let img = image::open(file)
-            .map_err(|e| DataError::format(file, format!("cannot decode frame: {e}")))?
-            .to_rgb8();
-        let img = match size {
-            Some((w, h)) if (img.width() as usize, img.height() as usize) != (w, h) => {
-                image::imageops::resize(
-                    &img,
-                    w as u32,
-                    h as u32,
-                    image::imageops::FilterType::Triangle,
-                )
-            }
-            _ => img,
-        };
-        let dims = (img.width() as usize, img.height() as usize);
-        match shape {
-            None => shape = Some(dims),
-            Some(first) if first != dims => {
+    // Decode in parallel, a bounded batch at a time.
+    for batch in files.chunks(64) {
+        let decoded = batch
+            .par_iter()
+            .map(|f| load_frame(f, size))
+            .collect::<Result<Vec<_>>>()?;
+        for (file, img) in batch.iter().zip(&decoded) {
+            let dims = (img.width() as usize, img.height() as usize);
+            let (w, h) = *shape.get_or_insert(dims);
+            if dims != (w, h) {
                 return Err(DataError::format(
                     file,
                     format!(
-                        "frame is {}x{} but the first frame is {}x{}",
-                        dims.0, dims.1, first.0, first.1
+                        "frame is {}x{} but {} is {w}x{h}; all frames of a video must have one size",
+                        dims.0,
+                        dims.1,
+                        first.display()
                     ),
-                ))
+                ));
             }
-            Some(_) => {}
+            push_planar(img.as_raw(), &mut frames);
         }
-        frames.extend(planar(img.as_raw()));
     }
     let (width, height) = shape.unwrap_or((0, 0));
     Ok(Video {
@@ -310,10 +428,13 @@ fn collect_videos(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
         found.push(dir.to_path_buf());
         return Ok(());
     }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let p = entry.map_err(|e| DataError::io(dir, e))?.path();
+        if !is_hidden(&p) {
+            entries.push(p);
+        }
+    }
     entries.sort();
     for entry in entries {
         if entry.is_dir() {
@@ -337,12 +458,44 @@ pub fn read_video(path: &Path, size: Option<(usize, usize)>) -> Result<Video> {
     }
 }
 
+/// Writes frame `t` as `dir/frame_<t+1, 6 digits>.png` through a temporary file.
+fn write_png(video: &Video, t: usize, dir: &Path) -> Result<()> {
+    let (chw, plane, c) = (video.frame(t), video.height * video.width, video.channels);
+    let hwc: Vec<u8> = (0..plane)
+        .flat_map(|p| (0..c).map(move |k| chw[k * plane + p]))
+        .collect();
+    let color = if c == 1 {
+        image::ExtendedColorType::L8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
+    let path = dir.join(format!("frame_{:06}.png", t + 1));
+    let tmp = dir.join(format!(".frame_{:06}.png.tmp", t + 1));
+    let (w, h) = (video.width as u32, video.height as u32);
+    if let Err(e) = image::save_buffer_with_format(&tmp, &hwc, w, h, color, image::ImageFormat::Png)
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(match e {
+            image::ImageError::IoError(io) => DataError::io(&tmp, io),
+            other => DataError::format(&path, other.to_string()),
+        });
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| DataError::io(&path, e))
+}
+
 /// Writes every frame of `video` into `dir` (created) as `frame_000001.png`, … , each
 /// through a temporary file and a rename; returns the frame count.
 ///
 /// # Errors
-/// If `dir` already holds frames (nothing is overwritten), or on I/O errors.
+/// If `dir` already holds frames (nothing is overwritten), the video is neither 1- nor
+/// 3-channel, or on I/O errors.
 pub fn write_frame_folder(video: &Video, dir: &Path) -> Result<usize> {
+    if !matches!(video.channels, 1 | 3) {
+        return Err(DataError::format(
+            dir,
+            format!("cannot write {}-channel frames as PNG", video.channels),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     if !frame_files(dir)?.is_empty() {
         return Err(DataError::format(
@@ -350,30 +503,9 @@ pub fn write_frame_folder(video: &Video, dir: &Path) -> Result<usize> {
             "already holds frames; choose an empty folder",
         ));
     }
-    let plane = video.height * video.width;
-    for t in 0..video.len() {
-        let chw = video.frame(t);
-        let hwc: Vec<u8> = (0..plane)
-            .flat_map(|p| (0..video.channels).map(move |c| chw[c * plane + p]))
-            .collect();
-        let path = dir.join(format!("frame_{:06}.png", t + 1));
-        let tmp = dir.join(format!(".frame_{:06}.png.tmp", t + 1));
-        let color = if video.channels == 1 {
-            image::ExtendedColorType::L8
-        } else {
-            image::ExtendedColorType::Rgb8
-        };
-        image::save_buffer_with_format(
-            &tmp,
-            &hwc,
-            video.width as u32,
-            video.height as u32,
-            color,
-            image::ImageFormat::Png,
-        )
-        .map_err(|e| DataError::format(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| DataError::io(&path, e))?;
-    }
+    (0..video.len())
+        .into_par_iter()
+        .try_for_each(|t| write_png(video, t, dir))?;
     Ok(video.len())
 }
 
@@ -391,9 +523,10 @@ mod tests {
         dir
     }
 
+    /// Runs the ffmpeg CLI to make a test file.
     fn ffmpeg(args: &[&str]) {
         let ok = Command::new("ffmpeg")
-            .args(["-v", "error", "-y"])
+            .args(["-nostdin", "-v", "error", "-y"])
             .args(args)
             .status()
             .unwrap()
@@ -401,75 +534,180 @@ mod tests {
         assert!(ok, "ffmpeg {args:?}");
     }
 
+    fn one_line(e: DataError) -> String {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        s
+    }
+
     #[test]
     fn vtest_decodes_to_its_exact_frame_count_and_size() {
         let v = decode_video(Path::new(VTEST), None).unwrap();
         assert_eq!((v.len(), v.channels, v.height, v.width), (795, 3, 576, 768));
         assert_eq!(v.frames.len(), 795 * 3 * 576 * 768);
+        assert!(v.name.ends_with("vtest.avi"));
         let small = decode_video(Path::new(VTEST), Some((64, 48))).unwrap();
-        assert_eq!((small.len(), small.height, small.width), (795, 48, 64));
+        assert_eq!(
+            (small.len(), small.channels, small.height, small.width),
+            (795, 3, 48, 64)
+        );
+        assert_eq!(small.frames.len(), 795 * 3 * 48 * 64);
+    }
+
+    /// Every decoded frame once: `ffprobe -count_frames` gives the same `nb_read_frames`.
+    /// ffmpeg's default for raw output would give 271 for Megamind (a repeated last
+    /// frame) and 449 for tree, whose 444 packets are mostly empty "repeat" packets.
+    #[test]
+    fn opencv_videos_decode_to_exactly_the_decoded_frame_counts() {
+        let dir = Path::new(VTEST).with_file_name("");
+        for (name, frames) in [("Megamind.avi", 270), ("tree.avi", 68)] {
+            let v = decode_video(&dir.join(name), Some((32, 24))).unwrap();
+            assert_eq!((v.len(), v.height, v.width), (frames, 24, 32), "{name}");
+            assert_eq!(v.frames.len(), frames * 3 * 24 * 32, "{name}");
+        }
     }
 
     #[test]
     fn frames_are_planar_rgb_and_survive_a_png_folder_round_trip() {
         let dir = scratch("red");
         let file = dir.join("red.mkv");
-        let file_s = file.to_str().unwrap();
+        let src = "color=c=red:s=16x8:d=0.5:r=10";
         ffmpeg(&[
             "-f",
             "lavfi",
             "-i",
-            "color=c=red:s=16x8:d=0.5:r=10",
+            src,
             "-c:v",
             "ffv1",
-            file_s,
+            file.to_str().unwrap(),
         ]);
         let v = decode_video(&file, None).unwrap();
-        assert_eq!((v.len(), v.height, v.width), (5, 8, 16));
-        let f = v.frame(4);
-        assert!(f[..128].iter().all(|&p| p > 240), "R plane");
-        assert!(f[128..].iter().all(|&p| p < 15), "G and B planes");
+        assert_eq!((v.len(), v.channels, v.height, v.width), (5, 3, 8, 16));
+        for t in 0..5 {
+            let f = v.frame(t);
+            assert!(f[..128].iter().all(|&p| p > 240), "R plane of frame {t}");
+            assert!(
+                f[128..].iter().all(|&p| p < 15),
+                "G and B planes of frame {t}"
+            );
+        }
 
         let frames = dir.join("frames");
         assert_eq!(write_frame_folder(&v, &frames).unwrap(), 5);
-        assert_eq!(read_frame_folder(&frames, None).unwrap().frames, v.frames);
-        let e = write_frame_folder(&v, &frames).unwrap_err().to_string();
-        assert!(e.contains("already holds frames"), "{e}");
+        assert!(
+            frames.join("frame_000001.png").is_file() && frames.join("frame_000005.png").is_file()
+        );
+        let back = read_frame_folder(&frames, None).unwrap();
+        assert_eq!((back.len(), back.height, back.width), (5, 8, 16));
+        assert_eq!(back.frames, v.frames);
+        let e = one_line(write_frame_folder(&v, &frames).unwrap_err());
+        assert!(e.contains("frames: already holds frames"), "{e}");
         let half = read_frame_folder(&frames, Some((8, 4))).unwrap();
         assert_eq!((half.len(), half.height, half.width), (5, 4, 8));
+        assert_eq!(read_video(&frames, None).unwrap(), back);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn variable_frame_rate_keeps_every_decoded_frame_once() {
+        let dir = scratch("vfr");
+        let file = dir.join("vfr.mkv");
+        // 10 frames with a 1 s gap after the third: ffmpeg's default would pad it.
+        let src = "testsrc=s=32x16:r=10:d=1";
+        let pts = "setpts=(N*0.1+gte(N\\,3)*1.0)/TB";
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            src,
+            "-vf",
+            pts,
+            "-c:v",
+            "ffv1",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(decode_video(&file, Some((8, 4))).unwrap().len(), 10);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_quarter_turn_swaps_the_probed_size() {
+        assert_eq!(parse_probe("width=32\nheight=16\n"), Some((32, 16)));
+        assert_eq!(
+            parse_probe("width=32\nheight=16\nrotation=-90\n"),
+            Some((16, 32))
+        );
+        assert_eq!(
+            parse_probe("width=32\nheight=16\nrotation=180\n"),
+            Some((32, 16))
+        );
+        assert_eq!(parse_probe(""), None);
+        assert_eq!(parse_probe("width=N/A\nheight=N/A\n"), None);
+        if std::env::var_os("SELFSUP_FFPROBE").is_none() {
+            let probe = |p: &str| ffprobe_for(OsStr::new(p)).into_string().unwrap();
+            assert_eq!(probe("ffmpeg"), "ffprobe");
+            assert_eq!(probe("/opt/ff/bin/ffmpeg"), "/opt/ff/bin/ffprobe");
+            assert_eq!(probe("/opt/ff/ffmpeg.exe"), "/opt/ff/ffprobe.exe");
+            assert_eq!(probe("/opt/ff/my-decoder"), "ffprobe");
+        }
+
+        // A real file with a display rotation comes out upright (16 wide, 32 high).
+        let dir = scratch("rotate");
+        let (plain, turned) = (dir.join("plain.mp4"), dir.join("turned.mp4"));
+        let src = "testsrc=s=32x16:r=10:d=0.3";
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            src,
+            "-c:v",
+            "mpeg4",
+            plain.to_str().unwrap(),
+        ]);
+        let (plain_s, turned_s) = (plain.to_str().unwrap(), turned.to_str().unwrap());
+        ffmpeg(&[
+            "-i",
+            plain_s,
+            "-c",
+            "copy",
+            "-metadata:s:v:0",
+            "rotate=90",
+            turned_s,
+        ]);
+        let v = decode_video(&turned, None).unwrap();
+        assert_eq!(v.len(), 3);
+        // Older and newer ffmpeg differ in whether `-metadata rotate` sets a rotation.
+        let probed = probe_size(&ffprobe_for(OsStr::new("ffmpeg")), &turned).unwrap();
+        if probed == Some((16, 32)) {
+            assert_eq!((v.width, v.height), (16, 32));
+        } else {
+            eprintln!("this ffmpeg does not rotate by metadata; checked the parser only");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn bad_input_gives_one_line_errors_naming_the_problem() {
         let dir = scratch("bad");
-        let one_line = |e: DataError| {
-            let s = e.to_string();
-            assert!(!s.contains('\n'), "{s}");
-            s
-        };
-        let e = one_line(
-            decode_video_with(
-                OsStr::new("/nonexistent/ffmpeg"),
-                OsStr::new("/nonexistent/ffprobe"),
-                Path::new(VTEST),
-                Some((8, 8)),
-            )
-            .unwrap_err(),
-        );
-        assert!(
-            e.contains("/nonexistent/ffmpeg not found") && e.contains("apt-get install ffmpeg"),
-            "{e}"
-        );
+        for size in [None, Some((8, 8))] {
+            let missing = OsStr::new("/nonexistent/ffmpeg");
+            let e = one_line(decode_video_with(missing, Path::new(VTEST), size).unwrap_err());
+            assert!(
+                e.contains("not found") && e.contains("apt-get install ffmpeg"),
+                "{e}"
+            );
+            assert!(e.contains("/nonexistent/ff"), "{e}");
+        }
 
         let garbage = dir.join("garbage.avi");
         std::fs::write(&garbage, b"not a video at all, just bytes").unwrap();
-        let e = one_line(decode_video(&garbage, Some((8, 8))).unwrap_err());
-        assert!(
-            e.contains("garbage.avi") && e.contains("ffmpeg cannot read it"),
-            "{e}"
-        );
+        for size in [None, Some((8, 8))] {
+            let e = one_line(decode_video(&garbage, size).unwrap_err());
+            assert!(e.starts_with(garbage.to_str().unwrap()), "{e}");
+            assert!(e.contains("cannot read it: Invalid data"), "{e}");
+        }
 
+        // Audio only: ffprobe finds no video stream, ffmpeg maps none.
         let silent = dir.join("silent.mkv");
         ffmpeg(&[
             "-f",
@@ -480,21 +718,44 @@ mod tests {
             "0.5",
             silent.to_str().unwrap(),
         ]);
-        for size in [None, Some((8, 8))] {
-            let e = one_line(decode_video(&silent, size).unwrap_err());
-            assert!(e.contains("silent.mkv"), "{e}");
+        // A video stream without frames: ffmpeg exits with an error, not with no output.
+        let empty = dir.join("empty.avi");
+        let src = "color=c=red:s=16x8:r=10:d=1";
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            src,
+            "-vf",
+            "trim=end_frame=0",
+            "-c:v",
+            "ffv1",
+            empty.to_str().unwrap(),
+        ]);
+        for file in [&silent, &empty] {
+            for size in [None, Some((8, 8))] {
+                let e = one_line(decode_video(file, size).unwrap_err());
+                let name = file.to_str().unwrap();
+                assert!(
+                    e.starts_with(&format!("{name}: video has no frames")),
+                    "{e}"
+                );
+            }
         }
+
         let e = one_line(decode_video(&dir.join("missing.avi"), None).unwrap_err());
         assert!(e.contains("missing.avi: no such video file"), "{e}");
-        let e = one_line(decode_video(Path::new(VTEST), Some((0, 8))).unwrap_err());
-        assert!(e.contains("video.size"), "{e}");
+        let e = one_line(decode_video(&dir, None).unwrap_err());
+        assert!(e.contains("is a folder"), "{e}");
+        for size in [(0, 8), (8, 0), (8, 100_000)] {
+            let e = one_line(decode_video(Path::new(VTEST), Some(size)).unwrap_err());
+            assert!(e.contains("video.size"), "{e}");
+        }
 
-        let empty = dir.join("empty");
-        std::fs::create_dir_all(&empty).unwrap();
-        let e = one_line(find_videos(&empty).unwrap_err());
-        assert!(e.contains("holds no video"), "{e}");
-        let e = one_line(read_frame_folder(&empty, None).unwrap_err());
-        assert!(e.contains("no frames"), "{e}");
+        let no_frames = dir.join("no-frames");
+        std::fs::create_dir_all(&no_frames).unwrap();
+        let e = one_line(read_frame_folder(&no_frames, None).unwrap_err());
+        assert!(e.contains("no-frames: video has no frames"), "{e}");
 
         let mixed = dir.join("mixed");
         std::fs::create_dir_all(&mixed).unwrap();
@@ -505,36 +766,45 @@ mod tests {
             .save(mixed.join("b.png"))
             .unwrap();
         let e = one_line(read_frame_folder(&mixed, None).unwrap_err());
-        assert!(e.contains("b.png") && e.contains("4x5"), "{e}");
+        assert!(
+            e.contains("b.png: frame is 4x5") && e.contains("a.png is 4x4"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn find_videos_takes_files_frame_folders_and_folders_of_either() {
         let dir = scratch("find");
+        let root = dir.join("videos");
         for sub in ["a", "b"] {
-            std::fs::create_dir_all(dir.join("frames").join(sub)).unwrap();
+            std::fs::create_dir_all(root.join(sub)).unwrap();
             image::RgbImage::new(2, 2)
-                .save(dir.join("frames").join(sub).join("0001.jpg"))
+                .save(root.join(sub).join("0001.jpg"))
                 .unwrap();
         }
-        std::fs::write(dir.join("frames").join("c.AVI"), b"x").unwrap();
-        std::fs::write(dir.join("frames").join("notes.txt"), b"x").unwrap();
-        let found = find_videos(&dir.join("frames")).unwrap();
-        let names: Vec<String> = found
+        std::fs::write(root.join("c.AVI"), b"x").unwrap();
+        std::fs::write(root.join("notes.txt"), b"x").unwrap();
+        std::fs::create_dir_all(root.join(".hidden")).unwrap();
+        std::fs::write(root.join(".hidden").join("d.avi"), b"x").unwrap();
+        let names: Vec<String> = find_videos(&root)
+            .unwrap()
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["a", "b", "c.AVI"]);
-        assert_eq!(
-            find_videos(&dir.join("frames/a")).unwrap(),
-            vec![dir.join("frames/a")]
-        );
+        assert_eq!(find_videos(&root.join("a")).unwrap(), vec![root.join("a")]);
         assert_eq!(
             find_videos(Path::new(VTEST)).unwrap(),
             vec![PathBuf::from(VTEST)]
         );
-        assert!(find_videos(&dir.join("nothing")).is_err());
+
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = one_line(find_videos(&empty).unwrap_err());
+        assert!(e.contains("empty: holds no video"), "{e}");
+        let e = one_line(find_videos(&dir.join("nothing")).unwrap_err());
+        assert!(e.contains("nothing: no such video file or folder"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,21 +6,35 @@ use std::str::FromStr;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::pool::global_avg_pool;
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::small_cnn::SmallCnn;
 
-/// A backbone that maps a batch of images to one feature vector per image.
+/// A backbone that maps a batch of images to one feature vector per image: a
+/// convolutional trunk ([`Encoder::forward_map`]) and global average pooling.
 pub trait Encoder: Send + Sync {
-    /// Runs the encoder; `train` selects batch statistics (and updates the
-    /// running statistics) in batch-norm layers.
+    /// Runs the trunk, without the final pooling; `train` selects batch statistics
+    /// (and updates the running statistics) in batch-norm layers. Heads that need to
+    /// know *where* something is (frame-order tasks) read this map.
+    ///
+    /// # Shapes
+    /// `(N, C, H, W)` to `(N, feature_dim, h, w)`.
+    ///
+    /// # Errors
+    /// Fails if `x` is not rank 4, has the wrong number of channels, or is too
+    /// small for the encoder's downsampling.
+    fn forward_map(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// Runs the encoder: the trunk's map, globally average-pooled.
     ///
     /// # Shapes
     /// `(N, C, H, W)` to `(N, feature_dim)`.
     ///
     /// # Errors
-    /// Fails if `x` is not rank 4, has the wrong number of channels, or is too
-    /// small for the encoder's downsampling.
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// As [`Encoder::forward_map`].
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        global_avg_pool(&self.forward_map(x, train)?)
+    }
 
     /// The length of the feature vector.
     fn feature_dim(&self) -> usize;

@@ -9,7 +9,7 @@ use selfsup_kernels::relu;
 use crate::conv_bn::ConvBn;
 use crate::encoder::{Encoder, Stem};
 use crate::init::TORCHVISION_CONV_INIT;
-use crate::pool::{global_avg_pool, max_pool2d_padded};
+use crate::pool::max_pool2d_padded;
 
 /// The residual block type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +206,7 @@ impl ResNet {
 }
 
 impl Encoder for ResNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = self.stem.forward_t(x, train)?;
         if self.max_pool {
             h = max_pool2d_padded(&h, 3, 2, 1)?;
@@ -214,7 +214,7 @@ impl Encoder for ResNet {
         for block in &self.blocks {
             h = block.forward_t(&h, train)?;
         }
-        global_avg_pool(&h)
+        Ok(h)
     }
 
     fn feature_dim(&self) -> usize {

@@ -6,7 +6,6 @@ use candle_nn::VarBuilder;
 use crate::conv_bn::ConvBn;
 use crate::encoder::Encoder;
 use crate::init::torch_default_init;
-use crate::pool::global_avg_pool;
 
 /// Four 3x3 conv–batch-norm–ReLU layers with widths `w, 2w, 4w, 8w` and
 /// strides `1, 2, 2, 2`, then global average pooling.
@@ -56,12 +55,12 @@ impl SmallCnn {
 }
 
 impl Encoder for SmallCnn {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for layer in &self.layers {
             h = layer.forward_t(&h, train)?;
         }
-        global_avg_pool(&h)
+        Ok(h)
     }
 
     fn feature_dim(&self) -> usize {

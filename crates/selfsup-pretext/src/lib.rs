@@ -9,8 +9,8 @@
 //!   encoder's up-convolution decoder and its overlap-weighted L2 loss (inpainting).
 //! - [`Discriminator`], [`discriminator_loss`] and [`generator_loss`]: the optional
 //!   adversarial loss of inpainting.
-//! - [`concat_views`] and [`stack_of_differences`]: how Shuffle & Learn and
-//!   odd-one-out fuse the features of a tuple's frames.
+//! - [`FrameEmbedding`], [`concat_views`] and [`stack_of_differences`]: how
+//!   Shuffle & Learn and odd-one-out embed and fuse the frames they order.
 
 mod classifier;
 mod decoder;
@@ -20,4 +20,4 @@ mod temporal;
 pub use classifier::{classify, Classified, MlpHead};
 pub use decoder::{inpainting_loss, masked_squared_error, Decoder, DECODER_STAGES};
 pub use discriminator::{discriminator_loss, generator_loss, Discriminator};
-pub use temporal::{concat_views, stack_of_differences};
+pub use temporal::{concat_views, stack_of_differences, FrameEmbedding};

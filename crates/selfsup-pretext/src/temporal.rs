@@ -1,5 +1,38 @@
-//! Feature fusion of the video pretext tasks, which classify frame order.
+//! Frame embeddings and feature fusion of the video pretext tasks, which classify
+//! frame order.
 use candle_core::{Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+use selfsup_encoders::torch_linear;
+
+/// A fully connected layer and ReLU over a frame's whole feature map (`fc.weight`,
+/// `fc.bias`), shared by all frames. Misra et al. and Fernando et al. compare frames
+/// through AlexNet's fully connected features, which know where things are in the
+/// frame; the encoder's globally pooled features do not, and frame order is mostly a
+/// matter of where things are.
+#[derive(Clone, Debug)]
+pub struct FrameEmbedding {
+    fc: Linear,
+}
+
+impl FrameEmbedding {
+    /// An embedding of `map_len = D·h·w` map values into `dim` features.
+    ///
+    /// # Errors
+    /// If `vb` cannot provide the variables.
+    pub fn new(map_len: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc: torch_linear(map_len, dim, vb.pp("fc"))?,
+        })
+    }
+}
+
+impl Module for FrameEmbedding {
+    /// # Shapes
+    /// `(N, D, h, w)` to `(N, dim)`.
+    fn forward(&self, map: &Tensor) -> Result<Tensor> {
+        self.fc.forward(&map.flatten_from(1)?)?.relu()
+    }
+}
 
 /// Frame features stacked view-major, `(V·N, D)`, regrouped per sample with its `V`
 /// frames' features concatenated in view order: Shuffle & Learn's fusion of its

@@ -155,12 +155,25 @@ fn in_unit(setting: &str, v: f64) -> Result<()> {
 }
 
 impl TrainConfig {
-    /// The defaults with `method` and its [`default_temperature`].
+    /// The defaults of `method`: its [`default_temperature`], and for the frame-order
+    /// methods ([`VIDEO_METHODS`](crate::methods::VIDEO_METHODS)) AdamW at 1e-3 without
+    /// weight decay, as SGD at 0.06 leaves Shuffle & Learn at chance on real video
+    /// (docs/methods.md).
     pub fn for_method(method: &str) -> Self {
-        Self {
+        let base = Self {
             method: method.into(),
             temperature: default_temperature(method),
             ..Self::default()
+        };
+        if crate::methods::VIDEO_METHODS.contains(&method) {
+            Self {
+                optimizer: OptimizerKind::Adamw,
+                lr: 1e-3,
+                weight_decay: 0.0,
+                ..base
+            }
+        } else {
+            base
         }
     }
 

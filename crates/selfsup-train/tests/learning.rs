@@ -69,3 +69,30 @@ fn relative_patch_short_run_lowers_the_loss() {
 fn inpainting_short_run_lowers_the_loss() {
     short_run_lowers_the_loss(short("inpainting"), 0.2);
 }
+
+/// A small Moving Fashion-MNIST: 128 videos of 8 frames of 48x48, 80 steps (frame order
+/// stays near chance for the first few dozen), with the method's own optimizer (AdamW).
+fn short_video(method: &str) -> TrainConfig {
+    let mut cfg = TrainConfig {
+        dataset: "moving-fmnist".into(),
+        width: 8,
+        batch_size: 32,
+        max_steps: Some(80),
+        checkpoint_every: 1000,
+        ..TrainConfig::for_method(method)
+    };
+    cfg.video.moving_videos = 128;
+    cfg.video.size = 48;
+    cfg.video.clip_len = 8;
+    cfg
+}
+
+#[test]
+fn shuffle_learn_short_run_lowers_the_loss() {
+    short_run_lowers_the_loss(short_video("shuffle-learn"), 0.05);
+}
+
+#[test]
+fn odd_one_out_short_run_lowers_the_loss() {
+    short_run_lowers_the_loss(short_video("odd-one-out"), 0.05);
+}

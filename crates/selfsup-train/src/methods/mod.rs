@@ -26,9 +26,9 @@ pub use simclr::SimClr;
 use crate::config::TrainConfig;
 use crate::method::Method;
 use crate::{Result, TrainError};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use selfsup_encoders::{seeded_var_builder, EncoderKind};
+use selfsup_encoders::{seeded_var_builder, Encoder, EncoderKind};
 
 /// Names accepted by `--method`.
 pub const METHODS: &[&str] = &[
@@ -107,6 +107,16 @@ pub(crate) fn require_clips(method: &str, data: DataShape) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Values in the encoder's feature map of one `data` image, `D·h·w`, found by running
+/// it once in evaluation mode (no running statistics change).
+///
+/// # Errors
+/// If the images are too small for the encoder.
+pub(crate) fn map_len(encoder: &dyn Encoder, data: DataShape, device: &Device) -> Result<usize> {
+    let probe = Tensor::zeros((1, data.channels, data.size, data.size), DType::F32, device)?;
+    Ok(encoder.forward_map(&probe, false)?.elem_count())
 }
 
 /// Parses `cfg.encoder`, applying `cfg.width` to the small-cnn.

@@ -2,7 +2,7 @@
 //! Representation Learning With Odd-One-Out Networks"): of several sub-clips of a
 //! video, which one has its frames out of order?
 use super::classification::{batch_targets, ClassificationTask};
-use super::{encoder_kind, require_clips, DataShape};
+use super::{encoder_kind, map_len, require_clips, DataShape};
 use crate::config::TrainConfig;
 use crate::method::ENCODER_PREFIX;
 use crate::Result;
@@ -11,21 +11,24 @@ use candle_nn::{Module, VarBuilder};
 use selfsup_data::pretext::OddOneOutViews;
 use selfsup_data::{Batch, ViewRecipe};
 use selfsup_encoders::Encoder;
-use selfsup_pretext::{classify, stack_of_differences, Classified, MlpHead};
+use selfsup_pretext::{classify, stack_of_differences, Classified, FrameEmbedding, MlpHead};
 use std::sync::Arc;
 
-/// Odd-one-out: every frame of the `N` sub-clips → one frame encoder (one batch) →
-/// per sub-clip the differences of successive frames' features, all concatenated
-/// ([`stack_of_differences`]) → [`MlpHead`] with one hidden layer → `N`-way
-/// cross-entropy against the odd sub-clip's index ([`OddOneOutViews`]).
+/// Odd-one-out: every frame of the `N` sub-clips → one tower (one batch): the encoder's
+/// feature map and a [`FrameEmbedding`] → per sub-clip the differences of successive
+/// frames' embeddings, all concatenated ([`stack_of_differences`]) → [`MlpHead`] with
+/// one hidden layer → `N`-way cross-entropy against the odd sub-clip's index
+/// ([`OddOneOutViews`]).
 pub struct OddOneOut {
     encoder: Box<dyn Encoder>,
+    embed: FrameEmbedding,
     head: MlpHead,
     views: Arc<OddOneOutViews>,
 }
 
 impl OddOneOut {
-    /// Builds the frame encoder under `encoder.` and the classifier under `head.`, with
+    /// Builds the frame encoder under `encoder.`, the frame embedding under `frame.` and
+    /// the classifier under `head.`, with
     /// `cfg.pretext.questions` sub-clips of `cfg.pretext.question_frames` frames.
     ///
     /// # Errors
@@ -42,10 +45,16 @@ impl OddOneOut {
         views.validate()?;
         let encoder = encoder_kind(cfg)?.build(data.channels, vb.pp(ENCODER_PREFIX))?;
         let dim = encoder.feature_dim();
+        let embed = FrameEmbedding::new(
+            map_len(encoder.as_ref(), data, vb.device())?,
+            dim,
+            vb.pp("frame"),
+        )?;
         let fused = views.questions * (views.frames - 1) * dim;
         let head = MlpHead::new(fused, dim, views.questions, vb.pp("head"))?;
         Ok(Self {
             encoder,
+            embed,
             head,
             views: Arc::new(views),
         })
@@ -63,7 +72,8 @@ impl OddOneOut {
                 views.len()
             )
         }
-        let features = self.encoder.forward_t(&Tensor::cat(views, 0)?, train)?;
+        let maps = self.encoder.forward_map(&Tensor::cat(views, 0)?, train)?;
+        let features = self.embed.forward(&maps)?;
         self.head
             .forward(&stack_of_differences(&features, questions, frames)?)
     }

@@ -2,7 +2,7 @@
 //! Learning using Temporal Order Verification"): is the middle frame of a tuple between
 //! the other two in time?
 use super::classification::{batch_targets, ClassificationTask};
-use super::{encoder_kind, require_clips, DataShape};
+use super::{encoder_kind, map_len, require_clips, DataShape};
 use crate::config::TrainConfig;
 use crate::method::ENCODER_PREFIX;
 use crate::Result;
@@ -11,24 +11,26 @@ use candle_nn::{Module, VarBuilder};
 use selfsup_data::pretext::ShuffleLearnViews;
 use selfsup_data::{Batch, ViewRecipe};
 use selfsup_encoders::Encoder;
-use selfsup_pretext::{classify, concat_views, Classified, MlpHead};
+use selfsup_pretext::{classify, concat_views, Classified, FrameEmbedding, MlpHead};
 use std::sync::Arc;
 
 /// Frames per tuple.
 const TUPLE: usize = 3;
 
-/// Shuffle & Learn: the tuple's three frames → one siamese frame encoder (one batch of
-/// `3N`) → features concatenated in tuple order → [`MlpHead`] with one hidden layer →
-/// in order or not, with cross-entropy over balanced positives and negatives
-/// ([`ShuffleLearnViews`]).
+/// Shuffle & Learn: the tuple's three frames → one siamese tower (one batch of `3N`):
+/// the encoder's feature map and a [`FrameEmbedding`] → embeddings concatenated in
+/// tuple order → [`MlpHead`] with one hidden layer → in order or not, with
+/// cross-entropy over balanced positives and negatives ([`ShuffleLearnViews`]).
 pub struct ShuffleLearn {
     encoder: Box<dyn Encoder>,
+    embed: FrameEmbedding,
     head: MlpHead,
     views: Arc<ShuffleLearnViews>,
 }
 
 impl ShuffleLearn {
-    /// Builds the frame encoder under `encoder.` and the classifier under `head.`.
+    /// Builds the frame encoder under `encoder.`, the frame embedding under `frame.` and
+    /// the classifier under `head.`.
     ///
     /// # Errors
     /// If the data are not video clips long enough for a tuple, or for an unknown encoder.
@@ -41,9 +43,15 @@ impl ShuffleLearn {
         views.validate()?;
         let encoder = encoder_kind(cfg)?.build(data.channels, vb.pp(ENCODER_PREFIX))?;
         let dim = encoder.feature_dim();
+        let embed = FrameEmbedding::new(
+            map_len(encoder.as_ref(), data, vb.device())?,
+            dim,
+            vb.pp("frame"),
+        )?;
         let head = MlpHead::new(TUPLE * dim, dim, 2, vb.pp("head"))?;
         Ok(Self {
             encoder,
+            embed,
             head,
             views: Arc::new(views),
         })
@@ -60,7 +68,8 @@ impl ShuffleLearn {
                 views.len()
             )
         }
-        let features = self.encoder.forward_t(&Tensor::cat(views, 0)?, train)?;
+        let maps = self.encoder.forward_map(&Tensor::cat(views, 0)?, train)?;
+        let features = self.embed.forward(&maps)?;
         self.head.forward(&concat_views(&features, TUPLE)?)
     }
 }
