@@ -110,6 +110,9 @@ pub struct PretrainArgs {
     /// Memory-bank loss of npid and pirl: nce or infonce (`contrastive.bank_loss`).
     #[arg(long)]
     pub bank_loss: Option<String>,
+    /// Smallest crop area shared by a frame-order sample's frames, 1 for none (`pretext.frame_crop`).
+    #[arg(long)]
+    pub frame_crop: Option<f64>,
     /// Side of video frames, in pixels (`video.size`).
     #[arg(long)]
     pub frame_size: Option<usize>,

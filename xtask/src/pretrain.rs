@@ -61,6 +61,7 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     p.patch_size = args.patch_size.unwrap_or(p.patch_size);
     p.permutations = args.permutations.unwrap_or(p.permutations);
     p.adversarial_weight = args.adversarial_weight.unwrap_or(p.adversarial_weight);
+    p.frame_crop = args.frame_crop.unwrap_or(p.frame_crop);
     if let Some(mask) = &args.mask {
         p.mask = mask.parse()?;
     }

@@ -27,6 +27,8 @@ pub struct VideoOptions {
     pub min_motion: f64,
     /// Training videos of `moving-fmnist` (its test split has a quarter as many).
     pub moving_videos: usize,
+    /// Items of one class moving in each `moving-fmnist` video.
+    pub moving_items: usize,
 }
 
 impl Default for VideoOptions {
@@ -37,6 +39,7 @@ impl Default for VideoOptions {
             held_out: 0.2,
             min_motion: 0.5,
             moving_videos: 2000,
+            moving_items: 1,
         }
     }
 }
@@ -75,6 +78,12 @@ impl VideoOptions {
             return Err(DataError::config(
                 "video.moving_videos",
                 format!("need at least 4 videos, got {}", self.moving_videos),
+            ));
+        }
+        if self.moving_items == 0 {
+            return Err(DataError::config(
+                "video.moving_items",
+                "need at least 1 item per video",
             ));
         }
         Ok(())

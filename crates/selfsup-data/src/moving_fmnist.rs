@@ -44,8 +44,11 @@ fn reflect(p: f64, v: f64, room: f64) -> (f64, f64) {
     }
 }
 
-/// `count` videos of `frames` frames on a `canvas`-pixel square, video `i` showing item
-/// `i` of `items` on the path from `Rng::derive(seed, &[i])`, and their labels.
+/// `count` videos of `frames` frames on a `canvas`-pixel square, and their labels. Video
+/// `i` shows item `i` of `items` on the path from `Rng::derive(seed, &[i])` and
+/// `per_video − 1` other items of the same class on paths from `Rng::derive(seed, &[i,
+/// k])`, drawn over each other by their brighter pixel. With two items, telling frame
+/// order apart means telling the items apart, which takes more than where a blob is.
 ///
 /// # Errors
 /// [`DataError::Config`] if the items are unlabelled, not single-channel, larger than
@@ -55,6 +58,7 @@ pub fn moving_videos(
     count: usize,
     frames: usize,
     canvas: usize,
+    per_video: usize,
     seed: u64,
 ) -> Result<(Vec<Video>, Vec<u32>)> {
     let (h, w) = (items.height, items.width);
@@ -83,16 +87,30 @@ pub fn moving_videos(
             format!("{} has no labels", items.name),
         ));
     };
+    let mut by_class = vec![Vec::new(); items.num_classes.max(1)];
+    for (j, &y) in labels.iter().enumerate() {
+        by_class[y as usize].push(j);
+    }
     let room = canvas - h.max(w);
     let videos = (0..count)
         .map(|i| {
-            let item = items.raw(i);
             let mut pixels = vec![0u8; frames * canvas * canvas];
-            let path = bouncing_path(room, frames, &mut Rng::derive(seed, &[i as u64]));
-            for (frame, (x, y)) in pixels.chunks_exact_mut(canvas * canvas).zip(path) {
-                for (r, row) in item.chunks_exact(w).enumerate() {
-                    let start = (y + r) * canvas + x;
-                    frame[start..start + w].copy_from_slice(row);
+            for k in 0..per_video.max(1) {
+                let (item, mut rng) = if k == 0 {
+                    (i, Rng::derive(seed, &[i as u64]))
+                } else {
+                    let mut rng = Rng::derive(seed, &[i as u64, k as u64]);
+                    let same = &by_class[labels[i] as usize];
+                    (same[rng.below(same.len() as u64) as usize], rng)
+                };
+                let path = bouncing_path(room, frames, &mut rng);
+                for (frame, (x, y)) in pixels.chunks_exact_mut(canvas * canvas).zip(path) {
+                    for (r, row) in items.raw(item).chunks_exact(w).enumerate() {
+                        let start = (y + r) * canvas + x;
+                        for (out, &p) in frame[start..start + w].iter_mut().zip(row) {
+                            *out = (*out).max(p);
+                        }
+                    }
                 }
             }
             Video {
@@ -109,7 +127,8 @@ pub fn moving_videos(
 
 /// The `moving-fmnist` clip dataset of `split`: `opts.moving_videos` training videos
 /// made of training items (a quarter as many test videos of test items), each one
-/// clip of `opts.clip_len` frames of `opts.size` pixels.
+/// clip of `opts.clip_len` frames of `opts.size` pixels with `opts.moving_items` items
+/// of one class.
 ///
 /// # Errors
 /// If Fashion-MNIST cannot be found (see [`load`]) or the options do not fit it.
@@ -126,7 +145,14 @@ pub fn load_moving_fmnist(
     };
     let split_key = u64::from(split == Split::Test);
     let seed = Rng::derive(GENERATOR_SEED, &[split_key]).next_u64();
-    let (videos, labels) = moving_videos(&items, count, opts.clip_len, opts.size, seed)?;
+    let (videos, labels) = moving_videos(
+        &items,
+        count,
+        opts.clip_len,
+        opts.size,
+        opts.moving_items,
+        seed,
+    )?;
     clip_dataset(
         "moving-fmnist",
         &videos,
@@ -183,7 +209,7 @@ mod tests {
             vec![0.5],
         )
         .unwrap();
-        let (videos, labels) = moving_videos(&items, 2, 6, 10, 9).unwrap();
+        let (videos, labels) = moving_videos(&items, 2, 6, 10, 1, 9).unwrap();
         assert_eq!(labels, vec![5, 2]);
         for (i, v) in videos.iter().enumerate() {
             assert_eq!((v.len(), v.height, v.width), (6, 10, 10));
@@ -200,7 +226,14 @@ mod tests {
                 );
             }
         }
-        assert!(moving_videos(&items, 3, 6, 10, 9).is_err());
-        assert!(moving_videos(&items, 2, 6, 2, 9).is_err());
+        assert!(moving_videos(&items, 3, 6, 10, 1, 9).is_err());
+        assert!(moving_videos(&items, 2, 6, 2, 1, 9).is_err());
+        // A second item of the same class (here the same one, the only one of it).
+        let (pairs, _) = moving_videos(&items, 2, 6, 10, 2, 9).unwrap();
+        for (single, pair) in videos.iter().zip(&pairs) {
+            assert!(single.frames.iter().zip(&pair.frames).all(|(a, b)| b >= a));
+            let sum = |v: &Video| v.frames.iter().map(|&p| u64::from(p)).sum::<u64>();
+            assert!(sum(pair) > sum(single));
+        }
     }
 }

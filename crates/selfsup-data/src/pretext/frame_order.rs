@@ -2,6 +2,7 @@
 //! Shuffle & Learn's frame tuples and odd-one-out's clips. Both read a clip item of a
 //! video dataset (frames stacked along the height, see
 //! [`Dataset::clip_len`](crate::Dataset::clip_len)).
+use crate::augment::crop_and_flip;
 use crate::error::{DataError, Result};
 use crate::image::Image;
 use crate::rng::Rng;
@@ -24,6 +25,28 @@ pub fn clip_frame(clip: &Image, t: usize, frame_height: usize) -> Image {
         width: clip.width,
         data,
     }
+}
+
+/// Frames `ts` of a clip, all cropped and flipped alike (one draw of [`crop_and_flip`]
+/// to the frame's side, applied to each), so that only time tells them apart while the
+/// scene may move about from sample to sample.
+///
+/// # Shapes
+/// `(C, T·H, W)` in, `ts.len()` frames of `(C, H, H)` out.
+pub fn frames_alike(
+    clip: &Image,
+    ts: &[usize],
+    frame_height: usize,
+    crop_scale: (f64, f64),
+    rng: &mut Rng,
+) -> Vec<Image> {
+    let draw = Rng::derive(rng.next_u64(), &[]);
+    ts.iter()
+        .map(|&t| {
+            let frame = clip_frame(clip, t, frame_height);
+            crop_and_flip(&frame, frame_height, crop_scale, 0.5, &mut draw.clone())
+        })
+        .collect()
 }
 
 /// `count` increasing frame indices below `clip_len`, successive ones at least `gap`
@@ -67,13 +90,16 @@ fn check_clip(setting: &str, clip_len: usize, frame_height: usize, needed: usize
 /// `a < b < c < d < e` from the clip, at least [`min_gap`] apart. A positive (label 1,
 /// with probability ½) is `(b, c, d)`; a negative (label 0) replaces the middle frame
 /// with `a` or `e`, from outside the `(b, d)` window. Either is reversed with
-/// probability ½, since order is the same forwards and backwards.
+/// probability ½, since order is the same forwards and backwards. The three frames are
+/// cropped and flipped alike ([`frames_alike`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShuffleLearnViews {
     /// Frames per clip.
     pub clip_len: usize,
-    /// Rows per frame.
+    /// Rows per frame (frames are square).
     pub frame_height: usize,
+    /// Area range of the shared crop; `(1, 1)` keeps whole frames.
+    pub crop_scale: (f64, f64),
 }
 
 impl ShuffleLearnViews {
@@ -113,10 +139,7 @@ impl ViewRecipe for ShuffleLearnViews {
     fn sample(&self, img: &Image, rng: &mut Rng) -> Sample {
         let (tuple, label) = self.tuple(rng);
         Sample {
-            views: tuple
-                .iter()
-                .map(|&t| clip_frame(img, t, self.frame_height))
-                .collect(),
+            views: frames_alike(img, &tuple, self.frame_height, self.crop_scale, rng),
             targets: vec![label],
         }
     }
@@ -136,13 +159,16 @@ impl ViewRecipe for ShuffleLearnViews {
 /// `frames` frames each from the clip, at least [`min_gap`] apart. All but one are in
 /// temporal order (forwards or backwards, as a reversed clip is a plausible motion);
 /// the odd one's frames are in an order that is neither. Views are sub-clip-major
-/// (`questions · frames` frames); the label is the odd sub-clip's index.
+/// (`questions · frames` frames, all cropped and flipped alike, [`frames_alike`]); the
+/// label is the odd sub-clip's index.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OddOneOutViews {
     /// Frames per clip.
     pub clip_len: usize,
-    /// Rows per frame.
+    /// Rows per frame (frames are square).
     pub frame_height: usize,
+    /// Area range of the shared crop; `(1, 1)` keeps whole frames.
+    pub crop_scale: (f64, f64),
     /// Sub-clips per question (N).
     pub questions: usize,
     /// Frames per sub-clip.
@@ -191,12 +217,9 @@ impl ViewRecipe for OddOneOutViews {
 
     fn sample(&self, img: &Image, rng: &mut Rng) -> Sample {
         let (clips, odd) = self.question(rng);
+        let ts: Vec<usize> = clips.concat();
         Sample {
-            views: clips
-                .iter()
-                .flatten()
-                .map(|&t| clip_frame(img, t, self.frame_height))
-                .collect(),
+            views: frames_alike(img, &ts, self.frame_height, self.crop_scale, rng),
             targets: vec![odd],
         }
     }
@@ -221,15 +244,15 @@ impl ViewRecipe for OddOneOutViews {
 mod tests {
     use super::*;
 
-    /// A 2-channel clip of `t` frames of 2x3 whose every pixel of frame `f`, channel
+    /// A 2-channel clip of `t` frames of 3x3 whose every pixel of frame `f`, channel
     /// `c` is `f + 100 c` (over 255, as the loader's `[0, 1]` images are).
     fn numbered_clip(t: usize) -> Image {
         let data = (0..2)
-            .flat_map(|c| (0..t).flat_map(move |f| [(f + 100 * c) as f32 / 255.0; 6]))
+            .flat_map(|c| (0..t).flat_map(move |f| [(f + 100 * c) as f32 / 255.0; 9]))
             .collect();
         Image {
             channels: 2,
-            height: 2 * t,
+            height: 3 * t,
             width: 3,
             data,
         }
@@ -237,12 +260,12 @@ mod tests {
 
     /// The frame index a view of [`numbered_clip`] shows.
     fn frame_index(view: &Image) -> usize {
-        assert_eq!((view.channels, view.height, view.width), (2, 2, 3));
+        assert_eq!((view.channels, view.height, view.width), (2, 3, 3));
         let f = (view.data[0] * 255.0).round() as usize;
-        assert!(view.data[..6]
+        assert!(view.data[..9]
             .iter()
             .all(|&v| (v * 255.0).round() as usize == f));
-        assert!(view.data[6..]
+        assert!(view.data[9..]
             .iter()
             .all(|&v| (v * 255.0).round() as usize == f + 100));
         f
@@ -252,7 +275,8 @@ mod tests {
     fn shuffle_learn_labels_match_the_true_frame_order() {
         let recipe = ShuffleLearnViews {
             clip_len: 16,
-            frame_height: 2,
+            frame_height: 3,
+            crop_scale: (0.6, 1.0),
         };
         recipe.validate().unwrap();
         let clip = numbered_clip(16);
@@ -277,7 +301,7 @@ mod tests {
         );
         let short = ShuffleLearnViews {
             clip_len: 4,
-            frame_height: 2,
+            ..recipe
         };
         assert!(short.validate().is_err());
     }
@@ -286,7 +310,8 @@ mod tests {
     fn odd_one_out_labels_the_one_unordered_sub_clip() {
         let recipe = OddOneOutViews {
             clip_len: 16,
-            frame_height: 2,
+            frame_height: 3,
+            crop_scale: (0.6, 1.0),
             questions: 4,
             frames: 3,
         };
@@ -312,6 +337,25 @@ mod tests {
             ..recipe.clone()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn frames_of_a_sample_share_one_crop_and_flip() {
+        // Every frame is the same gradient, so frames cropped alike come out equal.
+        let frame: Vec<f32> = (0..64).map(|p| p as f32 / 64.0).collect();
+        let clip = Image {
+            channels: 1,
+            height: 8 * 5,
+            width: 8,
+            data: frame.repeat(5),
+        };
+        let mut differ = false;
+        for i in 0..20 {
+            let views = frames_alike(&clip, &[0, 2, 4], 8, (0.3, 0.6), &mut Rng::derive(2, &[i]));
+            assert!(views.iter().all(|v| v == &views[0]));
+            differ |= views[0].data != frame;
+        }
+        assert!(differ, "the crop never changed the frame");
     }
 
     #[test]

@@ -25,7 +25,8 @@ mod pirl;
 mod rotation;
 
 pub use frame_order::{
-    clip_frame, is_monotone, min_gap, spaced_positions, OddOneOutViews, ShuffleLearnViews,
+    clip_frame, frames_alike, is_monotone, min_gap, spaced_positions, OddOneOutViews,
+    ShuffleLearnViews,
 };
 pub use grid::{PatchGrid, MIN_PATCH};
 pub use jigsaw::{

@@ -39,6 +39,7 @@ impl OddOneOut {
         let views = OddOneOutViews {
             clip_len: data.clip_len,
             frame_height: data.size,
+            crop_scale: (cfg.pretext.frame_crop, 1.0),
             questions: cfg.pretext.questions,
             frames: cfg.pretext.question_frames,
         };

@@ -11,16 +11,23 @@ use candle_nn::{Module, VarBuilder};
 use selfsup_data::pretext::ShuffleLearnViews;
 use selfsup_data::{Batch, ViewRecipe};
 use selfsup_encoders::Encoder;
-use selfsup_pretext::{classify, concat_views, Classified, FrameEmbedding, MlpHead};
+use selfsup_pretext::{classify, stack_of_differences, Classified, FrameEmbedding, MlpHead};
 use std::sync::Arc;
 
 /// Frames per tuple.
 const TUPLE: usize = 3;
 
 /// Shuffle & Learn: the tuple's three frames → one siamese tower (one batch of `3N`):
-/// the encoder's feature map and a [`FrameEmbedding`] → embeddings concatenated in
-/// tuple order → [`MlpHead`] with one hidden layer → in order or not, with
-/// cross-entropy over balanced positives and negatives ([`ShuffleLearnViews`]).
+/// the encoder's feature map and a [`FrameEmbedding`] → the differences of successive
+/// embeddings, concatenated ([`stack_of_differences`]) → [`MlpHead`] with one hidden
+/// layer → in order or not, with cross-entropy over balanced positives and negatives
+/// ([`ShuffleLearnViews`]).
+///
+/// Misra et al. concatenate the three embeddings themselves. On one short video
+/// (vtest.avi, 39 training clips) that head memorises the clips: training loss 0.01,
+/// held-out accuracy 69.7%. Differences cancel the static scene, which is all that tells
+/// the clips apart, and keep the motion, which is what order is about
+/// (docs/methods.md).
 pub struct ShuffleLearn {
     encoder: Box<dyn Encoder>,
     embed: FrameEmbedding,
@@ -39,6 +46,7 @@ impl ShuffleLearn {
         let views = ShuffleLearnViews {
             clip_len: data.clip_len,
             frame_height: data.size,
+            crop_scale: (cfg.pretext.frame_crop, 1.0),
         };
         views.validate()?;
         let encoder = encoder_kind(cfg)?.build(data.channels, vb.pp(ENCODER_PREFIX))?;
@@ -48,7 +56,7 @@ impl ShuffleLearn {
             dim,
             vb.pp("frame"),
         )?;
-        let head = MlpHead::new(TUPLE * dim, dim, 2, vb.pp("head"))?;
+        let head = MlpHead::new((TUPLE - 1) * dim, dim, 2, vb.pp("head"))?;
         Ok(Self {
             encoder,
             embed,
@@ -70,7 +78,8 @@ impl ShuffleLearn {
         }
         let maps = self.encoder.forward_map(&Tensor::cat(views, 0)?, train)?;
         let features = self.embed.forward(&maps)?;
-        self.head.forward(&concat_views(&features, TUPLE)?)
+        self.head
+            .forward(&stack_of_differences(&features, 1, TUPLE)?)
     }
 }
 
