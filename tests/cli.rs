@@ -1,36 +1,10 @@
 //! End-to-end tests of the `xtask` binary: bad input gives one clean line and a non-zero exit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use common::{assert_clean_error, xtask};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env_remove("SELFSUP_DATA")
-        .output()
-        .unwrap()
-}
-
-/// Asserts a failed run with exactly one line on stderr containing every `needle`, and no panic.
-fn assert_clean_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    for n in needles {
-        assert!(
-            lines[0].contains(n),
-            "{:?} does not mention {n:?}",
-            lines[0]
-        );
-    }
-}
 
 fn gz(path: &Path, bytes: &[u8]) {
     let mut e = flate2::write::GzEncoder::new(

@@ -1,34 +1,11 @@
 //! End-to-end tests of video input through the `xtask` binary, on the real test videos
 //! of Debian's `opencv-doc` (decoded by the `ffmpeg` command line; CI installs both).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use common::{assert_clean_error, xtask};
 use std::path::Path;
-use std::process::{Command, Output};
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env_remove("SELFSUP_DATA")
-        .output()
-        .unwrap()
-}
-
-/// Asserts a failed run with one line on stderr containing every `needle`, and no panic.
-fn assert_clean_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    for n in needles {
-        assert!(
-            lines[0].contains(n),
-            "{:?} does not mention {n:?}",
-            lines[0]
-        );
-    }
-}
 
 fn pngs(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

@@ -1,6 +1,7 @@
 //! One file per method recipe, and [`build_method`] to choose one by name.
 mod bank;
 mod classification;
+mod frame_order;
 mod inpainting;
 mod jigsaw;
 mod moco;

@@ -2,40 +2,33 @@
 //! Representation Learning With Odd-One-Out Networks"): of several sub-clips of a
 //! video, which one has its frames out of order?
 use super::classification::{batch_targets, ClassificationTask};
-use super::{encoder_kind, map_len, require_clips, DataShape};
+use super::frame_order::FrameOrderNet;
+use super::DataShape;
 use crate::config::TrainConfig;
-use crate::method::ENCODER_PREFIX;
 use crate::Result;
-use candle_core::Tensor;
-use candle_nn::{Module, VarBuilder};
+use candle_nn::VarBuilder;
 use selfsup_data::pretext::OddOneOutViews;
 use selfsup_data::{Batch, ViewRecipe};
 use selfsup_encoders::Encoder;
-use selfsup_pretext::{classify, stack_of_differences, Classified, FrameEmbedding, MlpHead};
+use selfsup_pretext::{classify, Classified};
 use std::sync::Arc;
 
-/// Odd-one-out: every frame of the `N` sub-clips → one tower (one batch): the encoder's
-/// feature map and a [`FrameEmbedding`] → per sub-clip the differences of successive
-/// frames' embeddings, all concatenated ([`stack_of_differences`]) → [`MlpHead`] with
-/// one hidden layer → `N`-way cross-entropy against the odd sub-clip's index
-/// ([`OddOneOutViews`]).
+/// Odd-one-out: the `N` sub-clips' frames through a [`FrameOrderNet`] whose head reads
+/// each sub-clip's stack of differences (the fusion Fernando et al. found best), `N`-way
+/// cross-entropy against the odd sub-clip's index ([`OddOneOutViews`]).
 pub struct OddOneOut {
-    encoder: Box<dyn Encoder>,
-    embed: FrameEmbedding,
-    head: MlpHead,
+    net: FrameOrderNet,
     views: Arc<OddOneOutViews>,
 }
 
 impl OddOneOut {
-    /// Builds the frame encoder under `encoder.`, the frame embedding under `frame.` and
-    /// the classifier under `head.`, with
-    /// `cfg.pretext.questions` sub-clips of `cfg.pretext.question_frames` frames.
+    /// Odd-one-out with `cfg.pretext.questions` sub-clips of `cfg.pretext.question_frames`
+    /// frames, sharing a crop of `cfg.pretext.frame_crop`.
     ///
     /// # Errors
     /// If the data are not video clips long enough for the sub-clips, or for an unknown
     /// encoder.
     pub fn new(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Self> {
-        require_clips("odd-one-out", data)?;
         let views = OddOneOutViews {
             clip_len: data.clip_len,
             frame_height: data.size,
@@ -43,40 +36,18 @@ impl OddOneOut {
             questions: cfg.pretext.questions,
             frames: cfg.pretext.question_frames,
         };
-        views.validate()?;
-        let encoder = encoder_kind(cfg)?.build(data.channels, vb.pp(ENCODER_PREFIX))?;
-        let dim = encoder.feature_dim();
-        let embed = FrameEmbedding::new(
-            map_len(encoder.as_ref(), data, vb.device())?,
-            dim,
-            vb.pp("frame"),
+        let net = FrameOrderNet::new(
+            Self::NAME,
+            cfg,
+            data,
+            vb,
+            (views.questions, views.frames, views.questions),
         )?;
-        let fused = views.questions * (views.frames - 1) * dim;
-        let head = MlpHead::new(fused, dim, views.questions, vb.pp("head"))?;
+        views.validate()?;
         Ok(Self {
-            encoder,
-            embed,
-            head,
+            net,
             views: Arc::new(views),
         })
-    }
-
-    /// Odd-one logits of each question.
-    ///
-    /// # Shapes
-    /// `N·F` views of `(B, C, H, W)` to `(B, N)`.
-    fn logits(&self, views: &[Tensor], train: bool) -> candle_core::Result<Tensor> {
-        let (questions, frames) = (self.views.questions, self.views.frames);
-        if views.len() != questions * frames {
-            candle_core::bail!(
-                "odd-one-out expects {questions} sub-clips of {frames} frames, got {} views",
-                views.len()
-            )
-        }
-        let maps = self.encoder.forward_map(&Tensor::cat(views, 0)?, train)?;
-        let features = self.embed.forward(&maps)?;
-        self.head
-            .forward(&stack_of_differences(&features, questions, frames)?)
     }
 }
 
@@ -88,12 +59,12 @@ impl ClassificationTask for OddOneOut {
     }
 
     fn backbone(&self) -> &dyn Encoder {
-        self.encoder.as_ref()
+        self.net.encoder.as_ref()
     }
 
     fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
         classify(
-            &self.logits(&batch.views, train)?,
+            &self.net.logits(&batch.views, train)?,
             batch_targets(batch, Self::NAME)?,
         )
     }
