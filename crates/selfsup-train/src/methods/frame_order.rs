@@ -1,13 +1,48 @@
 //! The network that Shuffle & Learn and odd-one-out share: a frame tower and a head
 //! over the differences of successive frames, in groups ("sub-clips") of frames.
+use super::classification::{batch_targets, ClassificationTask};
 use super::{encoder_kind, map_len, require_clips, DataShape};
 use crate::config::TrainConfig;
 use crate::method::ENCODER_PREFIX;
 use crate::Result;
 use candle_core::Tensor;
 use candle_nn::{Module, VarBuilder};
+use selfsup_data::{Batch, ViewRecipe};
 use selfsup_encoders::Encoder;
-use selfsup_pretext::{stack_of_differences, FrameEmbedding, MlpHead};
+use selfsup_pretext::{classify, stack_of_differences, Classified, FrameEmbedding, MlpHead};
+use std::sync::Arc;
+
+/// A frame-order view recipe and the `--method` it serves.
+pub trait FrameRecipe: ViewRecipe + 'static {
+    /// The `--method` name.
+    const METHOD: &'static str;
+}
+
+/// A frame-order method: a [`FrameOrderNet`] trained on the free labels of recipe `V`
+/// (Shuffle & Learn's tuples, odd-one-out's questions).
+pub struct FrameOrder<V> {
+    pub(crate) net: FrameOrderNet,
+    pub(crate) views: Arc<V>,
+}
+
+impl<V: FrameRecipe> ClassificationTask for FrameOrder<V> {
+    const NAME: &'static str = V::METHOD;
+
+    fn recipe(&self) -> Arc<dyn ViewRecipe> {
+        self.views.clone()
+    }
+
+    fn backbone(&self) -> &dyn Encoder {
+        self.net.encoder.as_ref()
+    }
+
+    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
+        classify(
+            &self.net.logits(&batch.views, train)?,
+            batch_targets(batch, Self::NAME)?,
+        )
+    }
+}
 
 /// Every frame of a sample's `groups` groups of `frames` frames → one tower (one batch):
 /// the encoder's feature map and a [`FrameEmbedding`] → per group the differences of

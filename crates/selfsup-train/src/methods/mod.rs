@@ -13,6 +13,7 @@ mod rotation;
 mod shuffle_learn;
 mod simclr;
 
+pub use frame_order::{FrameOrder, FrameRecipe};
 pub use inpainting::Inpainting;
 pub use jigsaw::Jigsaw;
 pub use moco::Moco;

@@ -1,16 +1,13 @@
 //! Shuffle & Learn (Misra, Zitnick, Hebert 2016, "Shuffle and Learn: Unsupervised
 //! Learning using Temporal Order Verification"): is the middle frame of a tuple between
 //! the other two in time?
-use super::classification::{batch_targets, ClassificationTask};
-use super::frame_order::FrameOrderNet;
+use super::frame_order::{FrameOrder, FrameOrderNet, FrameRecipe};
 use super::DataShape;
 use crate::config::TrainConfig;
 use crate::Result;
 use candle_nn::VarBuilder;
 use selfsup_data::pretext::ShuffleLearnViews;
-use selfsup_data::{Batch, ViewRecipe};
-use selfsup_encoders::Encoder;
-use selfsup_pretext::{classify, Classified};
+use selfsup_data::ViewRecipe;
 use std::sync::Arc;
 
 /// Frames per tuple.
@@ -25,9 +22,10 @@ const TUPLE: usize = 3;
 /// (vtest.avi, 39 training clips) that head memorises the clips: training loss 0.01,
 /// held-out accuracy 69.7% (docs/methods.md). Differences cancel the static scene and
 /// keep the motion, which is what order is about.
-pub struct ShuffleLearn {
-    net: FrameOrderNet,
-    views: Arc<ShuffleLearnViews>,
+pub type ShuffleLearn = FrameOrder<ShuffleLearnViews>;
+
+impl FrameRecipe for ShuffleLearnViews {
+    const METHOD: &'static str = "shuffle-learn";
 }
 
 impl ShuffleLearn {
@@ -37,7 +35,7 @@ impl ShuffleLearn {
     /// # Errors
     /// If the data are not video clips long enough for a tuple, or for an unknown encoder.
     pub fn new(cfg: &TrainConfig, data: DataShape, vb: VarBuilder) -> Result<Self> {
-        let net = FrameOrderNet::new(Self::NAME, cfg, data, vb, (1, TUPLE, 2))?;
+        let net = FrameOrderNet::new(ShuffleLearnViews::METHOD, cfg, data, vb, (1, TUPLE, 2))?;
         let views = ShuffleLearnViews {
             clip_len: data.clip_len,
             frame_height: data.size,
@@ -48,24 +46,5 @@ impl ShuffleLearn {
             net,
             views: Arc::new(views),
         })
-    }
-}
-
-impl ClassificationTask for ShuffleLearn {
-    const NAME: &'static str = "shuffle-learn";
-
-    fn recipe(&self) -> Arc<dyn ViewRecipe> {
-        self.views.clone()
-    }
-
-    fn backbone(&self) -> &dyn Encoder {
-        self.net.encoder.as_ref()
-    }
-
-    fn classified(&self, batch: &Batch, train: bool) -> candle_core::Result<Classified> {
-        classify(
-            &self.net.logits(&batch.views, train)?,
-            batch_targets(batch, Self::NAME)?,
-        )
     }
 }
