@@ -22,14 +22,16 @@ use rayon::prelude::*;
 use crate::dataset::{channel_stats, Dataset, Split};
 use crate::error::{DataError, Result};
 
-fn is_image(p: &Path) -> bool {
+/// Whether `p` names a png or jpg file (by extension, any case).
+pub(crate) fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .map(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
         .unwrap_or(false)
 }
 
-fn is_hidden(p: &Path) -> bool {
+/// Whether `p`'s name starts with a dot.
+pub(crate) fn is_hidden(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with('.'))

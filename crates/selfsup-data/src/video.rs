@@ -13,13 +13,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use rayon::prelude::*;
 
 use crate::error::{DataError, Result};
+use crate::folder::{is_hidden, is_image};
 
 /// File extensions taken for videos when a folder is searched.
 pub const VIDEO_EXTENSIONS: [&str; 9] = [
     "avi", "mp4", "mkv", "mov", "webm", "m4v", "mpg", "mpeg", "ogv",
 ];
-/// File extensions taken for frames.
-pub const FRAME_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// A decoded video: frames in time order, each CHW `u8` (planes R, G, B), contiguous.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,12 +65,6 @@ fn has_extension(path: &Path, extensions: &[&str]) -> bool {
     path.extension()
         .and_then(OsStr::to_str)
         .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
-}
-
-fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .and_then(OsStr::to_str)
-        .is_some_and(|n| n.starts_with('.'))
 }
 
 /// The largest frame side accepted (ffmpeg's own limit is about this).
@@ -321,7 +314,7 @@ fn frame_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let p = entry.map_err(|e| DataError::io(dir, e))?.path();
-        if !is_hidden(&p) && p.is_file() && has_extension(&p, &FRAME_EXTENSIONS) {
+        if !is_hidden(&p) && p.is_file() && is_image(&p) {
             files.push(p);
         }
     }
@@ -414,9 +407,8 @@ pub fn find_videos(path: &Path) -> Result<Vec<PathBuf>> {
         return Err(DataError::format(
             path,
             format!(
-                "holds no video ({}) and no folder of frames ({})",
-                VIDEO_EXTENSIONS.join(", "),
-                FRAME_EXTENSIONS.join(", ")
+                "holds no video ({}) and no folder of frames (png, jpg)",
+                VIDEO_EXTENSIONS.join(", ")
             ),
         ));
     }

@@ -19,7 +19,7 @@ const TUPLE: usize = 3;
 /// ([`ShuffleLearnViews`]).
 ///
 /// Misra et al. concatenate the three embeddings themselves. On one short video
-/// (vtest.avi, 39 training clips) that head memorises the clips: training loss 0.01,
+/// (vtest.avi, 37 training clips) that head memorises the clips: training loss 0.01,
 /// held-out accuracy 69.7% (docs/methods.md). Differences cancel the static scene and
 /// keep the motion, which is what order is about.
 pub type ShuffleLearn = FrameOrder<ShuffleLearnViews>;
