@@ -60,6 +60,7 @@ pub(crate) fn candle_step_seconds(
         size,
         images: batch,
         clip_len: 1,
+        ..DataShape::default()
     };
     let mut method = build_method(&cfg, data, &varmap, &device)?;
     let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[]))?;

@@ -33,6 +33,19 @@ pub trait Method: Send {
         Ok(())
     }
 
+    /// Trains the method's side network, kept outside the run's optimizer (a GAN's
+    /// other player, inpainting's adversary), on `batch` at learning rate `lr`,
+    /// after the run's step and [`Method::after_step`]. Returns the side loss, or
+    /// `None` when there is no side network. When the loss is not finite the method
+    /// takes no step, and the trainer stops as it does for the main loss. The default
+    /// does nothing.
+    ///
+    /// # Errors
+    /// On tensor errors.
+    fn side_step(&mut self, _batch: &Batch, _lr: f64) -> candle_core::Result<Option<f32>> {
+        Ok(None)
+    }
+
     /// The backbone being pretrained, used for evaluation and export.
     fn encoder(&self) -> &dyn Encoder;
 

@@ -12,6 +12,10 @@ pub struct StepMetrics {
     pub epoch: usize,
     /// Training loss of this step.
     pub loss: f32,
+    /// Loss of the side network's step ([`crate::Method::side_step`]: a GAN's other
+    /// player), when the method has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub side_loss: Option<f32>,
     /// Learning rate used for this step.
     pub lr: f64,
     /// Throughput of this step, in images (not views) per second.

@@ -5,7 +5,7 @@ use crate::checkpoint::{
 };
 use crate::config::TrainConfig;
 use crate::method::{Method, PretextMetric, PretextTally};
-use crate::methods::{build_method, DataShape};
+use crate::methods::{build_method, DataShape, Normalization};
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::optim::{build_optimizer, clip_grad_norm, trainable_params, Optimizer, Param};
 use crate::progress::progress_bar;
@@ -79,6 +79,7 @@ impl Trainer {
             size: train_set.frame_height(),
             images: train_set.len(),
             clip_len: train_set.clip_len,
+            normalization: Normalization::new(&train_set.mean, &train_set.std),
         };
         let method = build_method(&cfg, shape, &varmap, device)?;
         let params = trainable_params(&varmap, &[]);
@@ -254,6 +255,20 @@ impl Trainer {
         self.run_until(usize::MAX)
     }
 
+    /// Stops the run on a non-finite loss of the coming step, naming the last good
+    /// checkpoint (which is kept).
+    fn check_finite(&self, loss: f32) -> Result<()> {
+        if loss.is_finite() {
+            return Ok(());
+        }
+        let hint = latest_checkpoint(&self.run_dir)?.map(|p| p.display().to_string());
+        Err(TrainError::NonFinite {
+            step: self.step + 1,
+            loss,
+            hint,
+        })
+    }
+
     /// Like [`Trainer::run`], but returns after step `stop` as if the process had been
     /// interrupted there (no extra checkpoint is written). Used to test resumption.
     ///
@@ -290,20 +305,17 @@ impl Trainer {
                 let lr = schedule.lr(self.step);
                 let loss = self.method.loss(&batch)?;
                 let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-                if !value.is_finite() {
-                    let hint = latest_checkpoint(&self.run_dir)?.map(|p| p.display().to_string());
-                    return Err(TrainError::NonFinite {
-                        step: self.step + 1,
-                        loss: value,
-                        hint,
-                    });
-                }
+                self.check_finite(value)?;
                 let mut grads = loss.backward()?;
                 if let Some(max_norm) = cfg.grad_clip {
                     clip_grad_norm(&self.params, &mut grads, max_norm)?;
                 }
                 self.optimizer.step(&grads, lr)?;
                 self.method.after_step(&batch)?;
+                let side_loss = self.method.side_step(&batch, lr)?;
+                if let Some(side) = side_loss {
+                    self.check_finite(side)?;
+                }
                 self.step += 1;
                 final_loss = Some(value);
                 let seconds = last.elapsed().as_secs_f64();
@@ -314,6 +326,7 @@ impl Trainer {
                     step: self.step,
                     epoch,
                     loss: value,
+                    side_loss,
                     lr,
                     images_per_s,
                 })?;

@@ -51,6 +51,7 @@ fn epochs_lower_the_loss(method: &str, epochs: usize, min_drop: f64) {
         size: 28,
         images: data.len(),
         clip_len: 1,
+        ..DataShape::default()
     };
     let mut model = build_method(&cfg, shape, &varmap, &device).unwrap();
     let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[])).unwrap();

@@ -57,6 +57,7 @@ fn check_all_gradients(method: &str, encoder: &str, channels: usize, size: usize
         size,
         images: 16,
         clip_len,
+        ..DataShape::default()
     };
     let mut model = build_method(&cfg, data, &varmap, &device).unwrap();
     let clips = synthetic(4, channels, size, clip_len);

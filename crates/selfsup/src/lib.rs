@@ -4,6 +4,8 @@
 //! - [`data`]: datasets, augmentations, view recipes, the seeded loader ([`selfsup_data`]).
 //! - [`encoders`]: SmallCnn and ResNet backbones with seeded init ([`selfsup_encoders`]).
 //! - [`contrastive`]: NT-Xent, InfoNCE, projection heads ([`selfsup_contrastive`]).
+//! - [`pretext`]: heads and losses of the pretext tasks ([`selfsup_pretext`]).
+//! - [`generative`]: decoders, generators, discriminators and GAN losses ([`selfsup_generative`]).
 //! - [`train`]: methods, trainer, optimizers, checkpoints, evaluation ([`selfsup_train`]).
 //!
 //! Features: `cuda` and `metal` forward to every crate; `hub` adds candle-datasets' hub loaders.
@@ -14,6 +16,7 @@
 pub use selfsup_contrastive as contrastive;
 pub use selfsup_data as data;
 pub use selfsup_encoders as encoders;
+pub use selfsup_generative as generative;
 pub use selfsup_kernels as kernels;
 pub use selfsup_pretext as pretext;
 pub use selfsup_train as train;

@@ -1,22 +1,20 @@
 //! Inpainting (Pathak et al. 2016, "Context Encoders: Feature Learning by
 //! Inpainting"): hide part of the image, encode the rest, decode the whole image
 //! and score the hidden region, with a higher weight on its overlap border.
+use super::side::{SideNet, GAN_BETAS};
 use super::{encoder_kind, DataShape};
 use crate::config::{MaskKind, TrainConfig};
 use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
-use crate::optim::{trainable_params, AdamW, Optimizer};
 use crate::{Result, TrainError};
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{ModuleT, VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{ModuleT, VarBuilder};
 use selfsup_data::pretext::{
     border_width, rasterize_mask, InpaintingViews, MaskBox, MaskLayout, DEFAULT_BLOCKS,
 };
 use selfsup_data::{Batch, DataError, Image, ViewRecipe};
-use selfsup_encoders::{seeded_var_builder, Encoder};
-use selfsup_pretext::{
-    discriminator_loss, generator_loss, inpainting_loss, masked_squared_error, Decoder,
-    Discriminator,
-};
+use selfsup_encoders::Encoder;
+use selfsup_generative::{discriminator_loss, generator_loss, Decoder, Discriminator};
+use selfsup_pretext::{inpainting_loss, masked_squared_error};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,12 +23,8 @@ use std::sync::Arc;
 const SHOWN: usize = 8;
 /// The artefact grid, overwritten at every checkpoint.
 pub const GRID_FILE: &str = "inpainting.png";
-/// Learning rate and Adam betas of the discriminator (DCGAN's, as the context encoder uses).
+/// Learning rate of the discriminator (DCGAN's, as the context encoder uses).
 const ADVERSARY_LR: f64 = 2e-4;
-const ADVERSARY_BETAS: (f64, f64) = (0.5, 0.999);
-/// Name prefixes of the discriminator's variables and optimizer state in [`Method::state`].
-const ADVERSARY_VAR: &str = "adversary.var.";
-const ADVERSARY_OPT: &str = "adversary.opt.";
 
 /// Context encoder: the hidden squares of the normalised view are set to 0 (the
 /// dataset mean), the encoder's pooled features go through a [`Decoder`], and the
@@ -52,38 +46,24 @@ pub struct Inpainting {
     shown: Option<(Tensor, Tensor)>,
 }
 
-/// The discriminator, in its own `VarMap` so that the run's optimizer never sees it.
+/// The discriminator and the batch it learns from next.
 struct Adversary {
     weight: f64,
-    varmap: VarMap,
-    net: Discriminator,
-    optimizer: AdamW,
+    side: SideNet<Discriminator>,
     /// Real and (detached) filled-in images of the last training batch.
     pending: Option<(Tensor, Tensor)>,
 }
 
 impl Adversary {
-    fn new(cfg: &TrainConfig, channels: usize, vb: &VarBuilder) -> Result<Self> {
-        let varmap = VarMap::new();
-        let dvb = seeded_var_builder(&varmap, cfg.seed, vb.dtype(), vb.device());
-        let net = Discriminator::new(channels, cfg.width, dvb.pp("discriminator"))?;
-        let (b1, b2) = ADVERSARY_BETAS;
-        let optimizer = AdamW::new(trainable_params(&varmap, &[]), b1, b2, 1e-8, 0.0)?;
+    fn new(cfg: &TrainConfig, channels: usize, device: &Device) -> Result<Self> {
+        let side = SideNet::new("adversary", cfg.seed, device, GAN_BETAS, |vb| {
+            Discriminator::new(channels, cfg.width, vb.pp("discriminator"))
+        })?;
         Ok(Self {
             weight: cfg.pretext.adversarial_weight,
-            varmap,
-            net,
-            optimizer,
+            side,
             pending: None,
         })
-    }
-
-    /// The discriminator's variables, sorted by name.
-    fn vars(&self) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
-        let mut vars: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars
     }
 }
 
@@ -121,7 +101,7 @@ impl Inpainting {
             vb.pp("decoder"),
         )?;
         let adversary = if p.adversarial_weight > 0.0 {
-            Some(Adversary::new(cfg, data.channels, &vb)?)
+            Some(Adversary::new(cfg, data.channels, vb.device())?)
         } else {
             None
         };
@@ -232,21 +212,23 @@ impl Method for Inpainting {
             return Ok(rec);
         };
         let filled = fill(view, &pred, &mask)?;
-        let fooled = generator_loss(&adv.net.forward(&filled)?)?;
+        let fooled = generator_loss(&adv.side.net.forward(&filled)?)?;
         adv.pending = Some((view.detach(), filled.detach()));
         (rec * (1.0 - adv.weight))? + (fooled * adv.weight)?
     }
 
-    /// Trains the discriminator on the last batch's real and filled-in images.
-    fn after_step(&mut self, _batch: &Batch) -> candle_core::Result<()> {
+    /// Trains the discriminator on the last batch's real and filled-in images, at
+    /// its own fixed learning rate.
+    fn side_step(&mut self, _batch: &Batch, _lr: f64) -> candle_core::Result<Option<f32>> {
         let Some(adv) = self.adversary.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let Some((real, fake)) = adv.pending.take() else {
-            return Ok(());
+            return Ok(None);
         };
-        let loss = discriminator_loss(&adv.net.forward(&real)?, &adv.net.forward(&fake)?)?;
-        adv.optimizer.step(&loss.backward()?, ADVERSARY_LR)
+        let d = &adv.side.net;
+        let loss = discriminator_loss(&d.forward(&real)?, &d.forward(&fake)?)?;
+        adv.side.step(&loss, ADVERSARY_LR)
     }
 
     fn encoder(&self) -> &dyn Encoder {
@@ -295,46 +277,16 @@ impl Method for Inpainting {
 
     /// The discriminator's weights and optimizer state, when the adversarial loss is on.
     fn state(&self) -> Vec<(String, Tensor)> {
-        let Some(adv) = &self.adversary else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, Tensor)> = adv
-            .vars()
-            .into_iter()
-            .map(|(name, var)| (format!("{ADVERSARY_VAR}{name}"), var.as_tensor().clone()))
-            .collect();
-        out.extend(
-            adv.optimizer
-                .state()
-                .into_iter()
-                .map(|(k, t)| (format!("{ADVERSARY_OPT}{k}"), t)),
-        );
-        out
+        self.adversary
+            .as_ref()
+            .map_or_else(Vec::new, |adv| adv.side.state())
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> candle_core::Result<()> {
-        let Some(adv) = self.adversary.as_mut() else {
-            return Ok(());
-        };
-        for (name, var) in adv.vars() {
-            let key = format!("{ADVERSARY_VAR}{name}");
-            let Some(t) = state.get(&key) else {
-                candle_core::bail!("method state lacks {key}")
-            };
-            if t.dims() != var.dims() {
-                candle_core::bail!(
-                    "method state {key} has shape {:?}, expected {:?}",
-                    t.dims(),
-                    var.dims()
-                )
-            }
-            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+        match self.adversary.as_mut() {
+            Some(adv) => adv.side.load_state(state),
+            None => Ok(()),
         }
-        let opt: HashMap<String, Tensor> = state
-            .iter()
-            .filter_map(|(k, t)| Some((k.strip_prefix(ADVERSARY_OPT)?.to_string(), t.clone())))
-            .collect();
-        adv.optimizer.load_state(&opt)
     }
 }
 
@@ -343,6 +295,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::config::PretextConfig;
+    use candle_nn::VarMap;
+    use selfsup_encoders::seeded_var_builder;
 
     fn build(pretext: PretextConfig, channels: usize, size: usize) -> Result<Inpainting> {
         let cfg = TrainConfig {
@@ -360,6 +314,7 @@ mod tests {
                 size,
                 images: 1,
                 clip_len: 1,
+                ..DataShape::default()
             },
             vb,
         )
@@ -466,7 +421,7 @@ mod tests {
         let before = snapshot(&m);
         let loss = m.loss(&b).unwrap();
         assert!(loss.to_scalar::<f32>().unwrap().is_finite());
-        m.after_step(&b).unwrap();
+        m.side_step(&b, 1e-3).unwrap();
         let after = snapshot(&m);
         assert_eq!(before.len(), after.len());
         let differ = |x: &Tensor, y: &Tensor| {
@@ -476,7 +431,7 @@ mod tests {
         let moved = before
             .iter()
             .zip(&after)
-            .any(|((k, x), (_, y))| k.starts_with(ADVERSARY_VAR) && differ(x, y));
+            .any(|((k, x), (_, y))| k.starts_with("adversary.var.") && differ(x, y));
         assert!(moved, "the discriminator should have been updated");
         let mut fresh = build(pretext, 3, 16).unwrap();
         let saved: HashMap<String, Tensor> = after.into_iter().collect();

@@ -11,6 +11,7 @@ mod pirl;
 mod relative_patch;
 mod rotation;
 mod shuffle_learn;
+mod side;
 mod simclr;
 
 pub use frame_order::{FrameOrder, FrameRecipe};
@@ -60,6 +61,66 @@ pub struct DataShape {
     pub images: usize,
     /// Frames per item: 1 for images, the clip length for video datasets.
     pub clip_len: usize,
+    /// How the loader normalised the pixels.
+    pub normalization: Normalization,
+}
+
+impl Default for DataShape {
+    /// One 28x28 grayscale image, unnormalised.
+    fn default() -> Self {
+        Self {
+            channels: 1,
+            size: 28,
+            images: 1,
+            clip_len: 1,
+            normalization: Normalization::default(),
+        }
+    }
+}
+
+/// Per-channel mean and standard deviation (in `[0, 1]` pixel units) that the loader
+/// subtracts and divides by; channels past the image's are unused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalization {
+    /// Per-channel mean.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
+}
+
+impl Default for Normalization {
+    /// The identity: mean 0, deviation 1.
+    fn default() -> Self {
+        Self {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+}
+
+impl Normalization {
+    /// From a dataset's per-channel statistics (at most 3 channels are kept).
+    pub fn new(mean: &[f32], std: &[f32]) -> Self {
+        let mut out = Self::default();
+        for (c, (m, s)) in mean.iter().zip(std).take(3).enumerate() {
+            out.mean[c] = *m;
+            out.std[c] = *s;
+        }
+        out
+    }
+
+    /// The normalised values of black and white pixels in each of the first `channels`
+    /// channels: the bounds a generator's output must stay within.
+    pub fn value_range(&self, channels: usize) -> (Vec<f32>, Vec<f32>) {
+        (0..channels.min(3))
+            .map(|c| {
+                (
+                    -self.mean[c] / self.std[c],
+                    (1.0 - self.mean[c]) / self.std[c],
+                )
+            })
+            .unzip()
+    }
 }
 
 /// Builds the method that `cfg.method` names, with its trainable variables in

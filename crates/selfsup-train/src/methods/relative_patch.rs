@@ -116,6 +116,7 @@ mod tests {
                 size,
                 images: 1,
                 clip_len: 1,
+                ..DataShape::default()
             },
             vb,
         )

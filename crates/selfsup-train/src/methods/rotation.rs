@@ -117,6 +117,7 @@ mod tests {
                 size: 12,
                 images: 1,
                 clip_len: 1,
+                ..DataShape::default()
             },
             vb,
         )

@@ -1,37 +1,28 @@
-//! The adversarial part of the context encoder (Pathak et al. 2016, section 3.2.2):
-//! a small convolutional discriminator and the two sides of its logistic loss.
+//! A small convolutional discriminator and the two sides of the GAN logistic loss
+//! (Goodfellow et al. 2014; Radford et al. 2016), used by the context encoder's
+//! adversarial loss (Pathak et al. 2016, section 3.2.2) and BiGAN.
 use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
-use selfsup_encoders::torch_default_init;
+use candle_nn::{Module, VarBuilder};
+use selfsup_encoders::{torch_default_init, torch_linear};
 
 /// Slope of the leaky ReLUs (DCGAN's 0.2).
-const LEAK: f64 = 0.2;
+pub(crate) const LEAK: f64 = 0.2;
 
-/// Tells real images from filled-in ones: two stride-2 convolutions (kernel 4,
-/// padding 1, to `w` and `2w` channels, each with a bias and a leaky ReLU), a
-/// global average pool and a linear layer to one logit. It has no batch norm, so
-/// its variables are only weights and biases. Shaped after DCGAN's discriminator
-/// (Radford et al. 2016), which the context encoder's adversarial loss uses, at
-/// the size of this toolkit's small images.
-///
-/// Variables: `conv1.{weight,bias}`, `conv2.{weight,bias}`, `fc.{weight,bias}`,
-/// from PyTorch's default init.
+/// Two stride-2 convolutions (kernel 4, padding 1, to `w` and `2w` channels, each
+/// with a bias and a leaky ReLU) and a global average pool: the image half of
+/// [`Discriminator`] and [`JointDiscriminator`](crate::JointDiscriminator). It has
+/// no batch norm, so its variables are only weights and biases.
 #[derive(Clone, Debug)]
-pub struct Discriminator {
+pub(crate) struct ConvFeatures {
     convs: Vec<(Tensor, Tensor)>,
-    fc_weight: Tensor,
-    fc_bias: Tensor,
 }
 
-impl Discriminator {
-    /// A discriminator of `channels`-channel images with `width` first-layer channels.
-    ///
-    /// # Errors
-    /// If a dimension is zero or `vb` cannot provide a variable.
-    pub fn new(channels: usize, width: usize, vb: VarBuilder) -> Result<Self> {
+impl ConvFeatures {
+    /// Variables `conv1.{weight,bias}` and `conv2.{weight,bias}`, from PyTorch's default init.
+    pub(crate) fn new(channels: usize, width: usize, vb: &VarBuilder) -> Result<Self> {
         if channels == 0 || width == 0 {
             candle_core::bail!(
-                "Discriminator needs positive channels ({channels}) and width ({width})"
+                "discriminator needs positive channels ({channels}) and width ({width})"
             )
         }
         let widths = [channels, width, 2 * width];
@@ -47,11 +38,44 @@ impl Discriminator {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let init = torch_default_init(2 * width);
+        Ok(Self { convs })
+    }
+
+    /// `(N, channels, H, W)` with `H, W ≥ 2` to `(N, 2·width)`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (weight, bias) in &self.convs {
+            h = h
+                .conv2d(weight, 1, 2, 1, 1)?
+                .broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+            h = candle_nn::ops::leaky_relu(&h, LEAK)?;
+        }
+        h.flatten_from(2)?.mean(2)
+    }
+}
+
+/// Tells real images from fake ones: [`ConvFeatures`] and a linear layer to one
+/// logit. Shaped after DCGAN's discriminator (Radford et al. 2016), which the
+/// context encoder's adversarial loss uses, at the size of this toolkit's small
+/// images.
+///
+/// Variables: `conv1.{weight,bias}`, `conv2.{weight,bias}`, `fc.{weight,bias}`,
+/// from PyTorch's default init.
+#[derive(Clone, Debug)]
+pub struct Discriminator {
+    features: ConvFeatures,
+    fc: candle_nn::Linear,
+}
+
+impl Discriminator {
+    /// A discriminator of `channels`-channel images with `width` first-layer channels.
+    ///
+    /// # Errors
+    /// If a dimension is zero or `vb` cannot provide a variable.
+    pub fn new(channels: usize, width: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            convs,
-            fc_weight: vb.get_with_hints((1, 2 * width), "fc.weight", init)?,
-            fc_bias: vb.get_with_hints(1, "fc.bias", init)?,
+            features: ConvFeatures::new(channels, width, &vb)?,
+            fc: torch_linear(2 * width, 1, vb.pp("fc"))?,
         })
     }
 
@@ -60,18 +84,7 @@ impl Discriminator {
     /// # Shapes
     /// `(N, channels, H, W)` with `H, W ≥ 2` to `(N,)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
-        for (weight, bias) in &self.convs {
-            h = h
-                .conv2d(weight, 1, 2, 1, 1)?
-                .broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
-            h = candle_nn::ops::leaky_relu(&h, LEAK)?;
-        }
-        let pooled = h.flatten_from(2)?.mean(2)?;
-        pooled
-            .matmul(&self.fc_weight.t()?)?
-            .broadcast_add(&self.fc_bias)?
-            .squeeze(1)
+        self.fc.forward(&self.features.forward(x)?)?.squeeze(1)
     }
 }
 

@@ -1,6 +1,7 @@
-//! The decoder and the reconstruction loss of inpainting (Pathak et al. 2016,
-//! "Context Encoders: Feature Learning by Inpainting").
-use candle_core::{DType, Result, Tensor};
+//! The up-convolution decoder shared by the context encoder (Pathak et al. 2016),
+//! the autoencoders, next-frame prediction and the GAN generators (Radford et al.
+//! 2016, whose generator it follows).
+use candle_core::{Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
 use selfsup_encoders::torch_default_init;
 
@@ -25,6 +26,9 @@ const BN: BatchNormConfig = BatchNormConfig {
 /// after every layer but the last, and a centre crop to `size x size`. The last
 /// layer has no activation: it predicts normalised pixels.
 ///
+/// [`Decoder::with_output_range`] bounds the output instead, DCGAN's `tanh` scaled to
+/// each channel's range of valid values, as a generator needs.
+///
 /// candle's `conv_transpose2d` backward ignores `output_padding`, so none is used;
 /// its upsampling ops have broken backward passes and are not used at all.
 ///
@@ -40,6 +44,8 @@ pub struct Decoder {
     start_channels: usize,
     start_side: usize,
     size: usize,
+    /// `(lo, hi − lo)`, each `(1, C, 1, 1)`, when the output is bounded.
+    range: Option<(Tensor, Tensor)>,
 }
 
 impl Decoder {
@@ -96,7 +102,32 @@ impl Decoder {
             start_channels: widths[0],
             start_side,
             size,
+            range: None,
         })
+    }
+
+    /// Bounds channel `c` of the output to `(lo[c], hi[c])` with
+    /// `lo + (hi − lo)·(tanh(h) + 1)/2`: DCGAN's `tanh` output layer, for images
+    /// normalised per channel (`lo`, `hi` are the normalised values of black and white).
+    ///
+    /// # Errors
+    /// If `lo` and `hi` do not have one value per channel or a range is empty.
+    pub fn with_output_range(mut self, lo: &[f32], hi: &[f32]) -> Result<Self> {
+        let channels = self.out_bias.dim(0)?;
+        if lo.len() != channels || hi.len() != channels || lo.iter().zip(hi).any(|(l, h)| l >= h) {
+            candle_core::bail!(
+                "Decoder output range needs {channels} increasing (lo, hi) pairs, got {lo:?} and {hi:?}"
+            )
+        }
+        let span: Vec<f32> = lo.iter().zip(hi).map(|(l, h)| h - l).collect();
+        let (dtype, device) = (self.out_bias.dtype(), self.out_bias.device());
+        let plane = |v: &[f32]| {
+            Tensor::new(v, device)?
+                .to_dtype(dtype)?
+                .reshape((1, (), 1, 1))
+        };
+        self.range = Some((plane(lo)?, plane(&span)?));
+        Ok(self)
     }
 }
 
@@ -121,85 +152,25 @@ impl ModuleT for Decoder {
         }
         let h = h.broadcast_add(&self.out_bias.reshape((1, (), 1, 1))?)?;
         let offset = (h.dim(2)? - self.size) / 2;
-        h.narrow(2, offset, self.size)?.narrow(3, offset, self.size)
+        let h = h
+            .narrow(2, offset, self.size)?
+            .narrow(3, offset, self.size)?;
+        match &self.range {
+            None => Ok(h),
+            Some((lo, span)) => {
+                let unit = h.tanh()?.affine(0.5, 0.5)?;
+                unit.broadcast_mul(span)?.broadcast_add(lo)
+            }
+        }
     }
-}
-
-/// The context encoder's reconstruction loss (Pathak et al. 2016, eq. 1 with the
-/// overlap weighting of their code): a weighted mean of squared errors, with weight
-/// 1 on hidden pixels (`mask`), `overlap_weight` on the overlap border (`border`)
-/// and 0 elsewhere, normalised by the total weight, so that it is the mean squared
-/// error per weighted element:
-/// `Σ w (pred − target)² / Σ w` over all elements, `w = mask + overlap_weight · border`.
-///
-/// # Shapes
-/// `pred` and `target` `(N, C, H, W)`; `mask` and `border` `(N, C, H, W)` or
-/// `(N, 1, H, W)` (shared by the channels), 0 or 1. The loss is a scalar.
-///
-/// # Errors
-/// If the shapes disagree or the total weight is zero (nothing to reconstruct).
-pub fn inpainting_loss(
-    pred: &Tensor,
-    target: &Tensor,
-    mask: &Tensor,
-    border: &Tensor,
-    overlap_weight: f64,
-) -> Result<Tensor> {
-    let weight = (mask + (border * overlap_weight)?)?
-        .broadcast_as(pred.shape())?
-        .to_dtype(pred.dtype())?;
-    let total = weight.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if total <= 0.0 {
-        candle_core::bail!("inpainting_loss: the mask and its border have zero total weight")
-    }
-    let sq = (pred - target)?.sqr()?;
-    (sq * weight)?.sum_all()? / total
-}
-
-/// The summed squared error over hidden elements and their count: the numerator and
-/// denominator of the masked-region MSE that inpainting reports on held-out images.
-///
-/// # Shapes
-/// `pred` and `target` `(N, C, H, W)`; `mask` `(N, C, H, W)` or `(N, 1, H, W)`, 0 or 1.
-///
-/// # Errors
-/// If the shapes disagree.
-pub fn masked_squared_error(pred: &Tensor, target: &Tensor, mask: &Tensor) -> Result<(f64, usize)> {
-    let mask = mask.broadcast_as(pred.shape())?.to_dtype(DType::F64)?;
-    let sq = (pred - target)?.sqr()?.to_dtype(DType::F64)?;
-    let sum = (sq * &mask)?.sum_all()?.to_scalar::<f64>()?;
-    let count = mask.sum_all()?.to_scalar::<f64>()?.round() as usize;
-    Ok((sum, count))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
-
-    #[test]
-    fn loss_and_masked_error_match_hand_values() {
-        let dev = Device::Cpu;
-        // Two channels, one row of two pixels; pixel 0 hidden, pixel 1 on the border.
-        let pred = Tensor::new(&[[[[1f32, 2.0]], [[3.0, 4.0]]]], &dev).unwrap();
-        let target = Tensor::new(&[[[[0f32, 0.0]], [[1.0, 1.0]]]], &dev).unwrap();
-        let mask = Tensor::new(&[[[[1f32, 0.0]]]], &dev).unwrap();
-        let border = Tensor::new(&[[[[0f32, 1.0]]]], &dev).unwrap();
-        // Squared errors: channel 0: 1, 4; channel 1: 4, 9.
-        // Weighted: 1·1 + 10·4 + 1·4 + 10·9 = 135 over weight 1 + 10 + 1 + 10 = 22.
-        let loss = inpainting_loss(&pred, &target, &mask, &border, 10.0).unwrap();
-        assert!((loss.to_scalar::<f32>().unwrap() - 135.0 / 22.0).abs() < 1e-5);
-        let plain = inpainting_loss(&pred, &target, &mask, &border, 0.0).unwrap();
-        assert!((plain.to_scalar::<f32>().unwrap() - 2.5).abs() < 1e-6);
-        assert_eq!(
-            masked_squared_error(&pred, &target, &mask).unwrap(),
-            (5.0, 2)
-        );
-        let none = mask.zeros_like().unwrap();
-        assert!(inpainting_loss(&pred, &target, &none, &none, 10.0).is_err());
-    }
 
     /// Deterministic values in [-0.5, 0.5) (candle's CPU generator cannot be seeded).
     fn fill(var: &Var, seed: u64) {
@@ -220,7 +191,7 @@ mod tests {
     #[test]
     fn output_shape_follows_the_image_size() {
         let dev = Device::Cpu;
-        for (channels, size) in [(1, 28), (3, 32), (3, 9)] {
+        for (channels, size) in [(1, 28), (3, 32), (3, 96), (3, 9)] {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
             let dec = Decoder::new(6, channels, size, 2, vb).unwrap();
@@ -232,15 +203,42 @@ mod tests {
         assert!(Decoder::new(6, 1, 0, 2, vb).is_err());
     }
 
+    #[test]
+    fn output_range_bounds_every_channel() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &dev);
+        let dec = Decoder::new(6, 2, 8, 2, vb).unwrap();
+        let bounded = dec
+            .clone()
+            .with_output_range(&[-1.0, 0.0], &[2.0, 0.5])
+            .unwrap();
+        let x = (Tensor::randn(0f32, 1.0, (4, 6), &dev).unwrap() * 100.0).unwrap();
+        let y = bounded.forward_t(&x, false).unwrap();
+        for (c, (lo, hi)) in [(-1f32, 2f32), (0.0, 0.5)].into_iter().enumerate() {
+            let v = y.narrow(1, c, 1).unwrap().flatten_all().unwrap();
+            let v = v.to_vec1::<f32>().unwrap();
+            assert!(
+                v.iter().all(|p| (lo..=hi).contains(p)),
+                "channel {c}: {v:?}"
+            );
+        }
+        assert!(dec.clone().with_output_range(&[0.0], &[1.0]).is_err());
+        assert!(dec.with_output_range(&[0.0, 1.0], &[1.0, 1.0]).is_err());
+    }
+
     /// Every variable's gradient through linear, batch norm, `conv_transpose2d`, the
-    /// crop and the weighted loss matches a central finite difference.
+    /// crop, the bounded output and a masked squared error matches a central finite
+    /// difference.
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &dev);
         let (n, dim, channels, size) = (3, 5, 2, 13);
-        let dec = Decoder::new(dim, channels, size, 2, vb).unwrap();
+        let dec = Decoder::new(dim, channels, size, 2, vb)
+            .unwrap()
+            .with_output_range(&[-1.0, -0.5], &[1.0, 2.0])
+            .unwrap();
         let vars: Vec<(String, Var)> = {
             let data = vm.data().lock().unwrap();
             let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -259,20 +257,14 @@ mod tests {
         };
         let x = rand(&[n, dim], 100);
         let target = rand(&[n, channels, size, size], 101);
-        let mut mask = vec![0f64; n * size * size];
-        let mut border = vec![0f64; n * size * size];
-        for (i, (m, b)) in mask.iter_mut().zip(border.iter_mut()).enumerate() {
-            match i % 7 {
-                0 | 3 => *m = 1.0,
-                5 => *b = 1.0,
-                _ => {}
-            }
-        }
+        let mask: Vec<f64> = (0..n * size * size)
+            .map(|i| f64::from(i % 7 != 2))
+            .collect();
         let mask = Tensor::from_vec(mask, (n, 1, size, size), &dev).unwrap();
-        let border = Tensor::from_vec(border, (n, 1, size, size), &dev).unwrap();
         let loss = || {
             let y = dec.forward_t(&x, true).unwrap();
-            inpainting_loss(&y, &target, &mask, &border, 10.0).unwrap()
+            let sq = (y - &target).unwrap().sqr().unwrap();
+            sq.broadcast_mul(&mask).unwrap().sum_all().unwrap()
         };
         let grads = loss().backward().unwrap();
         let eps = 1e-6;
