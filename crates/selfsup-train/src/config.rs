@@ -1,5 +1,6 @@
 //! The resolved settings of a pretraining run, saved as `config.toml` in the run folder.
 pub use crate::contrastive_config::{BankLoss, ContrastiveConfig};
+pub use crate::generative_config::{GenerativeConfig, PredictiveConfig};
 pub use crate::pretext_config::{MaskKind, PretextConfig};
 use crate::{Result, TrainError};
 use selfsup_data::VideoOptions;
@@ -88,6 +89,10 @@ pub struct TrainConfig {
     pub contrastive: ContrastiveConfig,
     /// Settings of the video datasets (`[video]` in TOML).
     pub video: VideoOptions,
+    /// Settings of CPC and next-frame prediction (`[predictive]` in TOML).
+    pub predictive: PredictiveConfig,
+    /// Settings of the autoencoders and GANs (`[generative]` in TOML).
+    pub generative: GenerativeConfig,
 }
 
 /// The softmax temperature each method's paper uses: 0.07 for NPID and PIRL, 0.2 for
@@ -128,6 +133,8 @@ impl Default for TrainConfig {
             pretext: PretextConfig::default(),
             contrastive: ContrastiveConfig::default(),
             video: VideoOptions::default(),
+            predictive: PredictiveConfig::default(),
+            generative: GenerativeConfig::default(),
         }
     }
 }
@@ -155,25 +162,30 @@ fn in_unit(setting: &str, v: f64) -> Result<()> {
 }
 
 impl TrainConfig {
-    /// The defaults of `method`: its [`default_temperature`], and for the frame-order
-    /// methods ([`VIDEO_METHODS`](crate::methods::VIDEO_METHODS)) AdamW at 1e-3 without
-    /// weight decay, as SGD at 0.06 leaves Shuffle & Learn at chance on real video
-    /// (docs/methods.md).
+    /// The defaults of `method`: its [`default_temperature`], and its optimizer where
+    /// SGD at 0.06 does not suit it:
+    /// - the frame-order methods (shuffle-learn, odd-one-out): AdamW at 1e-3 without
+    ///   weight decay, as SGD leaves Shuffle & Learn at chance on real video
+    ///   (docs/methods.md);
+    /// - the GANs (dcgan, bigan): Adam at DCGAN's 2e-4 with β1 = 0.5 (`momentum`),
+    ///   no weight decay (Radford et al. 2016).
     pub fn for_method(method: &str) -> Self {
         let base = Self {
             method: method.into(),
             temperature: default_temperature(method),
             ..Self::default()
         };
-        if crate::methods::VIDEO_METHODS.contains(&method) {
-            Self {
-                optimizer: OptimizerKind::Adamw,
-                lr: 1e-3,
-                weight_decay: 0.0,
-                ..base
-            }
-        } else {
-            base
+        let adam = |lr: f64, beta1: f64| Self {
+            optimizer: OptimizerKind::Adamw,
+            lr,
+            momentum: beta1,
+            weight_decay: 0.0,
+            ..base.clone()
+        };
+        match method {
+            "shuffle-learn" | "odd-one-out" => adam(1e-3, 0.9),
+            "dcgan" | "bigan" => adam(2e-4, 0.5),
+            _ => base,
         }
     }
 
@@ -243,6 +255,8 @@ impl TrainConfig {
         }
         self.pretext.validate()?;
         self.video.validate()?;
+        self.predictive.validate()?;
+        self.generative.validate()?;
         self.contrastive.validate()
     }
 }

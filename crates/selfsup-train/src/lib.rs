@@ -9,6 +9,7 @@ pub mod config;
 pub mod contrastive_config;
 mod error;
 pub mod eval;
+pub mod generative_config;
 pub mod export;
 pub mod method;
 pub mod methods;
