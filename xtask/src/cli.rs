@@ -119,6 +119,21 @@ pub struct PretrainArgs {
     /// Frames per video clip (`video.clip_len`).
     #[arg(long)]
     pub clip_len: Option<usize>,
+    /// Rows (or frames) ahead that CPC predicts (`predictive.steps`).
+    #[arg(long)]
+    pub prediction_steps: Option<usize>,
+    /// Frames next-frame prediction sees before the one it predicts (`predictive.context_frames`).
+    #[arg(long)]
+    pub context_frames: Option<usize>,
+    /// Length of the GANs' latent code (`generative.latent_dim`).
+    #[arg(long)]
+    pub latent_dim: Option<usize>,
+    /// Denoising autoencoder's Gaussian noise deviation, in pixel units (`generative.noise_std`).
+    #[arg(long)]
+    pub noise_std: Option<f64>,
+    /// Fraction of pixels the denoising autoencoder blanks (`generative.mask_fraction`).
+    #[arg(long)]
+    pub mask_fraction: Option<f64>,
     /// cpu, cuda or metal (needs the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -152,6 +167,10 @@ pub struct EvalArgs {
     /// Encoder for --random-init.
     #[arg(long, default_value = "small-cnn")]
     pub encoder: String,
+    /// With --random-init: evaluate the untrained encoder the way this method's runs are
+    /// evaluated (CPC pools patch latents); the default evaluates the plain encoder.
+    #[arg(long, requires = "random_init")]
+    pub method: Option<String>,
     /// Base width of the small-cnn for --random-init.
     #[arg(long, default_value_t = 32)]
     pub width: usize,

@@ -5,37 +5,47 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use selfsup::data::{load_with, Dataset, Split};
-use selfsup::encoders::{seeded_var_builder, EncoderKind};
+use selfsup::encoders::{seeded_var_builder, Encoder, EncoderKind};
 use selfsup::train::checkpoint::write_atomic;
+use selfsup::train::methods::{build_method, DataShape, METHODS};
 use selfsup::train::{evaluate, EvalReport, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Evaluates a freshly initialised encoder with the run's seed: the baseline every method must beat.
+/// Evaluates a freshly initialised encoder with the run's seed: the baseline every method
+/// must beat. When `cfg.method` names a method, its untrained evaluation encoder is used
+/// (the same weights, seen the way that method's runs are evaluated: CPC pools patches).
 pub fn random_init_report(
     cfg: &TrainConfig,
     train: &Dataset,
     device: &Device,
 ) -> Result<EvalReport> {
-    let kind: EncoderKind = cfg
-        .encoder
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid setting `encoder`: {e}"))?;
-    let varmap = VarMap::new();
-    let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
-    let encoder = kind
-        .with_width(cfg.width)
-        .build(train.channels, vb.pp("encoder"))?;
     if train.labels.is_none() {
         return Ok(EvalReport::default());
     }
+    let varmap = VarMap::new();
+    let (method, plain);
+    let encoder: &dyn Encoder = if METHODS.contains(&cfg.method.as_str()) {
+        method = build_method(cfg, DataShape::of(train), &varmap, device)?;
+        method.encoder()
+    } else {
+        let kind: EncoderKind = cfg
+            .encoder
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid setting `encoder`: {e}"))?;
+        let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
+        plain = kind
+            .with_width(cfg.width)
+            .build(train.channels, vb.pp("encoder"))?;
+        plain.as_ref()
+    };
     let test = load_with(
         &cfg.dataset,
         Split::Test,
         cfg.data_dir.as_deref(),
         &cfg.video,
     )?;
-    Ok(evaluate(encoder.as_ref(), train, &test, device, cfg.seed)?)
+    Ok(evaluate(encoder, train, &test, device, cfg.seed)?)
 }
 
 /// The run's pretext task on both time spans of another dataset (`--on`), such as a
@@ -90,7 +100,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )
     } else if args.random_init {
         let cfg = TrainConfig {
-            method: "random-init".into(),
+            method: args.method.clone().unwrap_or_else(|| "random-init".into()),
             dataset: args.dataset.clone(),
             data_dir: args.data_dir.clone(),
             encoder: args.encoder.clone(),

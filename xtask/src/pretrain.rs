@@ -73,6 +73,13 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     let v = &mut cfg.video;
     v.size = args.frame_size.unwrap_or(v.size);
     v.clip_len = args.clip_len.unwrap_or(v.clip_len);
+    let q = &mut cfg.predictive;
+    q.steps = args.prediction_steps.unwrap_or(q.steps);
+    q.context_frames = args.context_frames.unwrap_or(q.context_frames);
+    let g = &mut cfg.generative;
+    g.latent_dim = args.latent_dim.unwrap_or(g.latent_dim);
+    g.noise_std = args.noise_std.unwrap_or(g.noise_std);
+    g.mask_fraction = args.mask_fraction.unwrap_or(g.mask_fraction);
     Ok(cfg)
 }
 

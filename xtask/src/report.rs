@@ -23,6 +23,10 @@ pub struct EvalFile {
     /// The pretext task's reconstruction MSE on the test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretext_mse: Option<f64>,
+    /// The method's trivial reference predictor on the same test samples (next-frame:
+    /// copying the last frame), in the pretext measure's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretext_baseline: Option<f64>,
     pub train_seconds: f64,
 }
 
@@ -48,6 +52,7 @@ impl EvalFile {
             knn_top1: r.knn_top1,
             pretext_top1: r.pretext_top1,
             pretext_mse: r.pretext_mse,
+            pretext_baseline: r.pretext_baseline,
             train_seconds,
         }
     }
@@ -111,8 +116,11 @@ pub fn print_summary(run: &EvalFile, baseline: &EvalReport) {
     }
     if let Some(mse) = run.pretext_mse {
         println!(
-            "\npretext task ({}) on the test split: masked-region MSE {mse:.4}",
+            "\npretext task ({}) on the test split: MSE {mse:.4}",
             run.method
         );
+    }
+    if let Some(base) = run.pretext_baseline {
+        println!("trivial baseline on the same test samples: {base:.4}");
     }
 }

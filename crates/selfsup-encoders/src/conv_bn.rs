@@ -4,26 +4,19 @@
 //! batch norm with the ReLU fused in, each with its own backward); on CUDA and Metal
 //! the kernels fall back to candle's own ops.
 
-use candle_core::{Result, Tensor, Var};
+use crate::batch_norm::BatchNorm2d;
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use selfsup_kernels::{batch_norm_eval, batch_norm_train, batch_norm_train_relu, conv2d, relu};
-
-/// PyTorch's `BatchNorm2d` defaults.
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
+use selfsup_kernels::conv2d;
 
 /// A square `kernel` convolution without bias (padding `kernel / 2`) followed
 /// by batch-norm and, when built [`with_relu`](Self::with_relu), a ReLU.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvBn {
     weight: Tensor,
-    relu: bool,
     stride: usize,
     padding: usize,
-    bn_weight: Tensor,
-    bn_bias: Tensor,
-    running_mean: Var,
-    running_var: Var,
+    bn: BatchNorm2d,
 }
 
 impl ConvBn {
@@ -38,26 +31,21 @@ impl ConvBn {
         conv_vb: VarBuilder,
         bn_vb: VarBuilder,
     ) -> Result<Self> {
-        let weight = conv_vb.get_with_hints((cout, cin, kernel, kernel), "weight", conv_init)?;
-        let stat = |name, init| -> Result<Var> {
-            Var::from_tensor(&bn_vb.get_with_hints(cout, name, init)?)
-        };
         Ok(Self {
-            weight,
-            relu: false,
+            weight: conv_vb.get_with_hints((cout, cin, kernel, kernel), "weight", conv_init)?,
             stride,
             padding: kernel / 2,
-            running_mean: stat("running_mean", Init::Const(0.))?,
-            running_var: stat("running_var", Init::Const(1.))?,
-            bn_weight: bn_vb.get_with_hints(cout, "weight", Init::Const(1.))?,
-            bn_bias: bn_vb.get_with_hints(cout, "bias", Init::Const(0.))?,
+            bn: BatchNorm2d::new(cout, bn_vb)?,
         })
     }
 
     /// The same unit followed by a ReLU, fused into the batch-norm kernels in
     /// training mode (no variables change).
     pub(crate) fn with_relu(self) -> Self {
-        Self { relu: true, ..self }
+        Self {
+            bn: self.bn.with_relu(),
+            ..self
+        }
     }
 
     /// `(N, cin, H, W)` to `(N, cout, H / stride, W / stride)` (rounded up). In training
@@ -65,34 +53,7 @@ impl ConvBn {
     /// (momentum 0.1, unbiased variance, as PyTorch).
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = conv2d(x, &self.weight, self.stride, self.padding)?;
-        if !train {
-            let out = batch_norm_eval(
-                &y,
-                self.running_mean.as_tensor(),
-                self.running_var.as_tensor(),
-                &self.bn_weight,
-                &self.bn_bias,
-                BN_EPS,
-            )?;
-            return if self.relu { relu(&out) } else { Ok(out) };
-        }
-        let bn = if self.relu {
-            batch_norm_train_relu
-        } else {
-            batch_norm_train
-        };
-        let (out, mean, var) = bn(&y, &self.bn_weight, &self.bn_bias, BN_EPS)?;
-        let (n, _, h, w) = y.dims4()?;
-        let m = (n * h * w) as f64;
-        let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-        let ema = |running: &Var, batch: Tensor| -> Result<()> {
-            running.set(
-                &((running.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?,
-            )
-        };
-        ema(&self.running_mean, mean.detach())?;
-        ema(&self.running_var, (var.detach() * unbiased)?)?;
-        Ok(out)
+        self.bn.forward_t(&y, train)
     }
 }
 
@@ -100,8 +61,11 @@ impl ConvBn {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use candle_core::{DType, Device, Module, ModuleT};
+    use candle_core::{DType, Device, Module, ModuleT, Var};
     use candle_nn::{BatchNormConfig, Conv2dConfig, VarMap};
+
+    const BN_EPS: f64 = 1e-5;
+    const BN_MOMENTUM: f64 = 0.1;
 
     fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b)

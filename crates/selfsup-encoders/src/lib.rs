@@ -36,6 +36,7 @@
 //! - `metal`: forwards to `candle-core/metal`, `candle-nn/metal` and
 //!   `selfsup-data/metal`.
 
+mod batch_norm;
 mod conv_bn;
 mod encoder;
 mod init;
@@ -45,6 +46,7 @@ mod small_cnn;
 #[cfg(test)]
 mod test_util;
 
+pub use batch_norm::BatchNorm2d;
 pub use encoder::{Encoder, EncoderKind, ParseEncoderKindError, Stem};
 pub use init::{seeded_var_builder, torch_default_init, torch_linear, TORCHVISION_CONV_INIT};
 pub use resnet::{Block, ResNet, ResNetConfig};

@@ -2,21 +2,14 @@
 //! the autoencoders, next-frame prediction and the GAN generators (Radford et al.
 //! 2016, whose generator it follows).
 use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
-use selfsup_encoders::torch_default_init;
+use candle_nn::{Linear, Module, ModuleT, VarBuilder};
+use selfsup_encoders::{torch_default_init, BatchNorm2d};
+use selfsup_kernels::conv_transpose2d;
 
 /// Upsampling stages: each transposed convolution doubles the side.
 pub const DECODER_STAGES: usize = 3;
 /// Kernel of the transposed convolutions (4, stride 2, padding 1: DCGAN's up-convolution).
 const KERNEL: usize = 4;
-
-/// PyTorch's `BatchNorm2d` defaults.
-const BN: BatchNormConfig = BatchNormConfig {
-    eps: 1e-5,
-    remove_mean: true,
-    affine: true,
-    momentum: 0.1,
-};
 
 /// Maps the encoder's pooled feature vector back to an image, as the context
 /// encoder's decoder does: a fully connected layer to a `4w x s0 x s0` map
@@ -29,8 +22,9 @@ const BN: BatchNormConfig = BatchNormConfig {
 /// [`Decoder::with_output_range`] bounds the output instead, DCGAN's `tanh` scaled to
 /// each channel's range of valid values, as a generator needs.
 ///
-/// candle's `conv_transpose2d` backward ignores `output_padding`, so none is used;
-/// its upsampling ops have broken backward passes and are not used at all.
+/// On the CPU the up-convolutions and the batch norm (with its ReLU) run through
+/// `selfsup-kernels`. candle's `conv_transpose2d` backward ignores `output_padding`,
+/// so none is used; its upsampling ops have broken backward passes and are not used.
 ///
 /// Variables: `fc.weight`; `bn0`..`bn2` (`weight`, `bias`, `running_mean`,
 /// `running_var`); `up1.weight`, `up2.weight`, `up3.weight`, `up3.bias`. Layers
@@ -38,7 +32,7 @@ const BN: BatchNormConfig = BatchNormConfig {
 #[derive(Clone, Debug)]
 pub struct Decoder {
     fc: Linear,
-    norms: Vec<BatchNorm>,
+    norms: Vec<BatchNorm2d>,
     ups: Vec<Tensor>,
     out_bias: Tensor,
     start_channels: usize,
@@ -78,7 +72,7 @@ impl Decoder {
         let norms = widths[..DECODER_STAGES]
             .iter()
             .enumerate()
-            .map(|(i, &c)| candle_nn::batch_norm(c, BN, vb.pp(format!("bn{i}"))))
+            .map(|(i, &c)| Ok(BatchNorm2d::new(c, vb.pp(format!("bn{i}")))?.with_relu()))
             .collect::<Result<Vec<_>>>()?;
         let ups = widths
             .windows(2)
@@ -146,9 +140,9 @@ impl ModuleT for Decoder {
             .reshape((n, self.start_channels, s, s))?;
         for (i, up) in self.ups.iter().enumerate() {
             if let Some(norm) = self.norms.get(i) {
-                h = norm.forward_t(&h, train)?.relu()?;
+                h = norm.forward_t(&h, train)?;
             }
-            h = h.conv_transpose2d(up, 1, 0, 2, 1)?;
+            h = conv_transpose2d(&h, up, 2, 1)?;
         }
         let h = h.broadcast_add(&self.out_bias.reshape((1, (), 1, 1))?)?;
         let offset = (h.dim(2)? - self.size) / 2;

@@ -41,6 +41,16 @@ impl ConvFeatures {
         Ok(Self { convs })
     }
 
+    /// A copy whose weights are detached: gradients stop at it.
+    pub(crate) fn frozen(&self) -> Self {
+        let convs = self
+            .convs
+            .iter()
+            .map(|(w, b)| (w.detach(), b.detach()))
+            .collect();
+        Self { convs }
+    }
+
     /// `(N, channels, H, W)` with `H, W ≥ 2` to `(N, 2·width)`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
@@ -79,6 +89,16 @@ impl Discriminator {
         })
     }
 
+    /// A copy that computes the same logits but passes no gradient to its own
+    /// variables, only to its input: what the generator's loss goes through, so
+    /// that the generator's update cannot reach the discriminator.
+    pub fn frozen(&self) -> Self {
+        Self {
+            features: self.features.frozen(),
+            fc: frozen_linear(&self.fc),
+        }
+    }
+
     /// One logit per image, positive for "real".
     ///
     /// # Shapes
@@ -86,6 +106,11 @@ impl Discriminator {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.fc.forward(&self.features.forward(x)?)?.squeeze(1)
     }
+}
+
+/// `layer` with detached weight and bias.
+pub(crate) fn frozen_linear(layer: &candle_nn::Linear) -> candle_nn::Linear {
+    candle_nn::Linear::new(layer.weight().detach(), layer.bias().map(Tensor::detach))
 }
 
 /// `log(1 + exp(x))`, computed stably as `max(x, 0) + log(1 + exp(−|x|))`.
@@ -156,5 +181,21 @@ mod tests {
             let g = grads.get(&var).unwrap().abs().unwrap().sum_all().unwrap();
             assert!(g.to_scalar::<f32>().unwrap() > 0.0);
         }
+    }
+
+    #[test]
+    fn frozen_copy_gives_the_same_logits_and_gradients_only_to_its_input() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let d = Discriminator::new(1, 4, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 1, 8, 8), &dev).unwrap())
+                .unwrap();
+        let frozen = d.frozen();
+        let (a, b) = (d.forward(&x).unwrap(), frozen.forward(&x).unwrap());
+        assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+        let grads = generator_loss(&b).unwrap().backward().unwrap();
+        assert!(grads.get(x.as_tensor()).is_some());
+        assert!(vm.all_vars().iter().all(|v| grads.get(v).is_none()));
     }
 }

@@ -1,7 +1,7 @@
 //! BiGAN's discriminator (Donahue et al. 2017, "Adversarial Feature Learning"):
 //! it sees an image together with a latent code and tells `(x, E(x))` pairs from
 //! `(G(z), z)` pairs.
-use crate::discriminator::{ConvFeatures, LEAK};
+use crate::discriminator::{frozen_linear, ConvFeatures, LEAK};
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use selfsup_encoders::torch_linear;
@@ -35,6 +35,17 @@ impl JointDiscriminator {
             joint: torch_linear(4 * width, 4 * width, vb.pp("joint"))?,
             out: torch_linear(4 * width, 1, vb.pp("out"))?,
         })
+    }
+
+    /// A copy that computes the same logits but passes no gradient to its own
+    /// variables: what the encoder's and generator's loss goes through.
+    pub fn frozen(&self) -> Self {
+        Self {
+            image: self.image.frozen(),
+            code: frozen_linear(&self.code),
+            joint: frozen_linear(&self.joint),
+            out: frozen_linear(&self.out),
+        }
     }
 
     /// One logit per pair, positive for "image and code of the data" (`(x, E(x))`).

@@ -98,6 +98,53 @@ pub fn conv2d_with(
     x.apply_op2(&w.contiguous()?, Conv(plan))
 }
 
+/// 2-D transposed convolution (PyTorch's `conv_transpose2d` without output
+/// padding, dilation or groups) with exact autograd, as fused CPU kernels.
+///
+/// A transposed convolution is the input gradient of a convolution with the same
+/// kernel, so on the CPU with `f32` it runs the input-gradient kernel of
+/// [`conv2d`] (gemm, then col2im, in parallel over the batch); its backward runs
+/// the convolution (for `x`) and the kernel-gradient kernel (for `w`). Elsewhere
+/// it calls candle's `Tensor::conv_transpose2d`, whose CPU version is a direct loop.
+///
+/// # Shapes
+///
+/// - `x`: `(N, C, H, W)`.
+/// - `w`: `(C, O, kh, kw)`, PyTorch's `ConvTranspose2d` layout.
+/// - returns: `(N, O, Ho, Wo)` with `Ho = (H − 1)·stride − 2·padding + kh`, likewise `Wo`.
+///
+/// # Errors
+///
+/// Fails when `x` or `w` is not 4-D, their channel counts differ, `stride` is
+/// zero, the output would be empty, or the dtypes differ.
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return x.conv_transpose2d(w, padding, 0, stride, 1);
+    }
+    let (n, c, h, wd) = x.dims4()?;
+    let (cw, o, kh, kw) = w.dims4()?;
+    if cw != c {
+        bail!("conv_transpose2d: input has {c} channels but the kernel expects {cw}")
+    }
+    if stride == 0 || h == 0 || wd == 0 {
+        bail!("conv_transpose2d: stride ({stride}) and input size ({h}x{wd}) must be positive")
+    }
+    let (Some(ho), Some(wo)) = (
+        ((h - 1) * stride + kh).checked_sub(2 * padding),
+        ((wd - 1) * stride + kw).checked_sub(2 * padding),
+    ) else {
+        bail!("conv_transpose2d: padding {padding} leaves no output for a {h}x{wd} input")
+    };
+    if ho == 0 || wo == 0 {
+        bail!("conv_transpose2d: padding {padding} leaves no output for a {h}x{wd} input")
+    }
+    // The convolution whose input gradient this is: (N, O, ho, wo) → (N, C, h, wd).
+    let geom = ConvGeometry::new((n, o, ho, wo), (kh, kw), stride, padding)?;
+    let threading = ConvThreading::default();
+    let plan = Plan::new(geom, c, threading.min_cols(), true);
+    w.contiguous()?.apply_op2(&x.contiguous()?, ConvGradX(plan))
+}
+
 /// The contiguous `f32` data of a storage.
 fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let Some((start, end)) = l.contiguous_offsets() else {

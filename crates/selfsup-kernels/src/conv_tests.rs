@@ -5,7 +5,7 @@
 
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
 
-use crate::conv::{conv2d, conv2d_with, ConvThreading};
+use crate::conv::{conv2d, conv2d_with, conv_transpose2d, ConvThreading};
 use crate::geometry::ConvGeometry;
 use crate::im2col::{col2im, im2col};
 use crate::test_util::{rand, rel_err};
@@ -313,5 +313,49 @@ fn empty_batch_gives_empty_output() -> Result<()> {
     let gw = g.get(&w).map(|t| t.abs().and_then(|a| a.sum_all()));
     let gw = gw.transpose()?.map(|s| s.to_scalar::<f32>()).transpose()?;
     assert_eq!(gw, Some(0.0));
+    Ok(())
+}
+
+/// The transposed convolution against candle's `conv_transpose2d` (forward and, where
+/// candle's backward is right, both gradients) and against the adjoint identity
+/// `<convᵀ(x, w), v> = <x, conv(v, w)>`, over odd shapes.
+#[test]
+fn transposed_convolution_matches_candle_and_is_the_adjoint() -> Result<()> {
+    for (x_shape, w_shape, stride, padding) in [
+        ([2, 3, 4, 4], [3, 5, 4, 4], 2, 1),
+        ([1, 6, 5, 3], [6, 2, 4, 4], 2, 1),
+        ([3, 4, 7, 7], [4, 3, 3, 3], 1, 1),
+        ([2, 5, 3, 6], [5, 7, 3, 3], 2, 0),
+        ([2, 2, 2, 2], [2, 4, 4, 4], 2, 1),
+    ] {
+        let tag = format!("x {x_shape:?} w {w_shape:?} s {stride} p {padding}");
+        let x = Var::from_tensor(&rand(&x_shape, 4)?)?;
+        let w = Var::from_tensor(&rand(&w_shape, 5)?)?;
+        let ours = conv_transpose2d(&x, &w, stride, padding)?;
+        let candle = x.conv_transpose2d(&w, padding, 0, stride, 1)?;
+        assert_eq!(ours.dims(), candle.dims(), "{tag}");
+        let e = rel_err(&ours, &candle)?;
+        assert!(e < 1e-4, "forward {tag}: {e}");
+        let v = rand(ours.dims(), 6)?;
+        let lhs = (&ours * &v)?.sum_all()?.to_scalar::<f32>()?;
+        let rhs = (x.as_tensor() * conv2d(&v, &w, stride, padding)?)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        assert!(
+            (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0),
+            "adjoint {tag}: {lhs} vs {rhs}"
+        );
+        let loss = |out: &Tensor| (out * &v)?.sum_all()?.backward();
+        let (g_ours, g_candle) = (loss(&ours)?, loss(&candle)?);
+        for (name, var) in [("x", &x), ("w", &w)] {
+            let (Some(a), Some(b)) = (g_ours.get(var), g_candle.get(var)) else {
+                panic!("missing {name} gradient for {tag}")
+            };
+            let e = rel_err(a, b)?;
+            assert!(e < 1e-4, "grad {name} {tag}: {e}");
+        }
+    }
+    assert!(conv_transpose2d(&rand(&[1, 2, 3, 3], 1)?, &rand(&[3, 2, 4, 4], 1)?, 2, 1).is_err());
+    assert!(conv_transpose2d(&rand(&[1, 2, 1, 1], 1)?, &rand(&[2, 2, 1, 1], 1)?, 1, 1).is_err());
     Ok(())
 }

@@ -57,7 +57,7 @@ mod sgemm;
 mod test_util;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_relu};
-pub use conv::{conv2d, conv2d_with, ConvThreading};
+pub use conv::{conv2d, conv2d_with, conv_transpose2d, ConvThreading};
 pub use im2col::{col2im, im2col, ConvGeometry};
 pub use max_pool::max_pool2d;
 pub use relu::relu;

@@ -64,6 +64,17 @@ pub trait Method: Send {
         Ok(PretextTally::default())
     }
 
+    /// Scores a trivial reference predictor on the same held-out batch as
+    /// [`Method::pretext_eval`], in the same measure (next-frame prediction: copying the
+    /// last context frame), or `None` when the method has none. Reported as
+    /// `pretext_baseline` next to the method's own score. The default has none.
+    ///
+    /// # Errors
+    /// On tensor errors.
+    fn pretext_baseline(&self, _batch: &Batch) -> candle_core::Result<Option<PretextTally>> {
+        Ok(None)
+    }
+
     /// Writes files that belong with the run into `run_dir` (the jigsaw permutation
     /// set, inpainting sample grids). Called at every checkpoint and at the end of
     /// training, after `step` steps. The default writes nothing.

@@ -5,7 +5,7 @@ use crate::checkpoint::{
 };
 use crate::config::TrainConfig;
 use crate::method::{Method, PretextMetric, PretextTally};
-use crate::methods::{build_method, DataShape, Normalization};
+use crate::methods::{build_method, DataShape};
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::optim::{build_optimizer, clip_grad_norm, trainable_params, Optimizer, Param};
 use crate::progress::progress_bar;
@@ -74,14 +74,7 @@ impl Trainer {
             ));
         }
         let varmap = VarMap::new();
-        let shape = DataShape {
-            channels: train_set.channels,
-            size: train_set.frame_height(),
-            images: train_set.len(),
-            clip_len: train_set.clip_len,
-            normalization: Normalization::new(&train_set.mean, &train_set.std),
-        };
-        let method = build_method(&cfg, shape, &varmap, device)?;
+        let method = build_method(&cfg, DataShape::of(&train_set), &varmap, device)?;
         let params = trainable_params(&varmap, &[]);
         let optimizer = build_optimizer(&cfg, params.clone())?;
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
@@ -188,11 +181,12 @@ impl Trainer {
             crate::EvalReport::default()
         };
         if let Some(metric) = self.method.pretext_metric() {
-            let value = self.pretext_score(Arc::new(test))?;
+            let (value, baseline) = self.pretext_scores(Arc::new(test))?;
             match metric {
                 PretextMetric::Top1 => report.pretext_top1 = value,
                 PretextMetric::Mse => report.pretext_mse = value,
             }
+            report.pretext_baseline = baseline;
         }
         Ok(report)
     }
@@ -205,8 +199,17 @@ impl Trainer {
     /// # Errors
     /// On tensor errors, or if `data` does not fit the method.
     pub fn pretext_score(&self, data: Arc<Dataset>) -> Result<Option<f64>> {
+        Ok(self.pretext_scores(data)?.0)
+    }
+
+    /// [`Trainer::pretext_score`], and the method's reference predictor
+    /// ([`Method::pretext_baseline`]) on the same samples (`None` if it has none).
+    ///
+    /// # Errors
+    /// As [`Trainer::pretext_score`].
+    pub fn pretext_scores(&self, data: Arc<Dataset>) -> Result<(Option<f64>, Option<f64>)> {
         let Some(metric) = self.method.pretext_metric() else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let batch = self.cfg.batch_size.min(data.len());
         let loader = Loader::new(
@@ -218,15 +221,20 @@ impl Trainer {
         let per_pass = loader.batches_per_epoch();
         let passes = MIN_PRETEXT_SAMPLES.div_ceil(per_pass * batch).max(1);
         let bar = progress_bar((passes * per_pass) as u64, "pretext (test)");
-        let mut tally = PretextTally::default();
+        let (mut tally, mut baseline) = (PretextTally::default(), None::<PretextTally>);
         for pass in 0..passes {
             for batch in loader.epoch(pass, 0, &self.device) {
-                tally.add(self.method.pretext_eval(&batch?)?);
+                let batch = batch?;
+                tally.add(self.method.pretext_eval(&batch)?);
+                if let Some(b) = self.method.pretext_baseline(&batch)? {
+                    baseline.get_or_insert_with(PretextTally::default).add(b);
+                }
                 bar.inc(1);
             }
         }
         bar.finish_and_clear();
-        Ok(tally.value(metric))
+        let baseline = baseline.and_then(|b| b.value(metric));
+        Ok((tally.value(metric), baseline))
     }
 
     fn checkpoint(&self) -> Result<PathBuf> {

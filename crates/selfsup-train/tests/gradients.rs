@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// `n` random images of `channels x size x size` with labels, or clips of `clip_len`
 /// such frames.
-fn synthetic(n: usize, channels: usize, size: usize, clip_len: usize) -> Arc<Dataset> {
+pub(crate) fn synthetic(n: usize, channels: usize, size: usize, clip_len: usize) -> Arc<Dataset> {
     let mut rng = Rng::new(11);
     let pixels = (0..n * channels * clip_len * size * size)
         .map(|_| rng.below(256) as u8)

@@ -13,7 +13,7 @@ pub(crate) fn have_fashion_mnist() -> bool {
     found
 }
 
-fn tiny() -> TrainConfig {
+pub(crate) fn tiny() -> TrainConfig {
     TrainConfig {
         width: 4,
         batch_size: 16,
@@ -47,7 +47,7 @@ fn method_state(dir: &Path) -> Vec<u8> {
 
 /// Two runs with one seed agree bit for bit, and so does a run interrupted after
 /// step 4 (checkpoint at 3) and resumed, in weights and in method state.
-fn resume_is_bit_exact(cfg: &TrainConfig) -> Vec<u8> {
+pub(crate) fn resume_is_bit_exact(cfg: &TrainConfig) -> Vec<u8> {
     let (a, b, c) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),

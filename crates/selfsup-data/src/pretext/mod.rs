@@ -14,16 +14,23 @@
 //!   ([`MaskBox`]), with [`rasterize_mask`] for the mask and its overlap border.
 //! - [`ShuffleLearnViews`] and [`OddOneOutViews`]: frame tuples and sub-clips of a
 //!   video clip, labelled by whether (or which one) is out of temporal order.
+//! - [`NextFrameViews`]: consecutive frames of a video clip, the last to be predicted
+//!   from the others (next-frame prediction).
+//! - [`DenoisingViews`]: a corrupted copy of the image and the image, with the
+//!   blanked pixels as labels (denoising autoencoder).
 
+mod denoise;
 mod frame_order;
 mod grid;
 mod jigsaw;
 mod mask;
+mod next_frame;
 mod patch;
 mod permutations;
 mod pirl;
 mod rotation;
 
+pub use denoise::DenoisingViews;
 pub use frame_order::{
     clip_frame, frames_alike, is_monotone, min_gap, spaced_positions, OddOneOutViews,
     ShuffleLearnViews,
@@ -36,6 +43,7 @@ pub use mask::{
     border_width, rasterize_mask, InpaintingViews, MaskBox, MaskLayout, MaskPlanes, DEFAULT_BLOCKS,
     MIN_MASK,
 };
+pub use next_frame::NextFrameViews;
 pub use patch::{PatchPair, RelativePatchViews, DROPPED_NOISE, NEIGHBOURS};
 pub use permutations::{PermutationSet, CANDIDATE_POOL, MAX_ENUMERATED_TILES};
 pub use pirl::PirlViews;

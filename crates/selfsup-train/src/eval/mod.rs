@@ -29,6 +29,10 @@ pub struct EvalReport {
     /// The pretext task's own reconstruction MSE on the test split (inpainting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretext_mse: Option<f64>,
+    /// The method's trivial reference predictor on the same test samples, in the pretext
+    /// measure's unit (next-frame prediction: copying the last frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretext_baseline: Option<f64>,
 }
 
 /// Extracts frozen features of both splits and runs both protocols. Video clips are

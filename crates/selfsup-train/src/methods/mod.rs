@@ -1,23 +1,36 @@
 //! One file per method recipe, and [`build_method`] to choose one by name.
+mod autoencoder;
 mod bank;
+mod bigan;
 mod classification;
+mod cpc;
+mod dcgan;
+mod denoising_autoencoder;
 mod frame_order;
 mod inpainting;
 mod jigsaw;
+mod latents;
 mod moco;
+mod next_frame;
 mod npid;
 mod odd_one_out;
 mod pirl;
 mod relative_patch;
 mod rotation;
+mod samples;
 mod shuffle_learn;
 mod side;
 mod simclr;
 
+pub use autoencoder::{Autoencoder, RECONSTRUCTIONS_FILE};
+pub use bigan::{Bigan, BIGAN_FILE};
+pub use cpc::Cpc;
+pub use dcgan::{Dcgan, SAMPLES_FILE};
 pub use frame_order::{FrameOrder, FrameRecipe};
 pub use inpainting::Inpainting;
 pub use jigsaw::Jigsaw;
 pub use moco::Moco;
+pub use next_frame::{NextFrame, PREDICTIONS_FILE};
 pub use npid::Npid;
 pub use odd_one_out::OddOneOut;
 pub use pirl::Pirl;
@@ -69,6 +82,20 @@ pub struct DataShape {
     pub clip_len: usize,
     /// How the loader normalised the pixels.
     pub normalization: Normalization,
+}
+
+impl DataShape {
+    /// The shape of `data`: its channels, frame side, length, clip length and
+    /// normalisation.
+    pub fn of(data: &selfsup_data::Dataset) -> Self {
+        Self {
+            channels: data.channels,
+            size: data.frame_height(),
+            images: data.len(),
+            clip_len: data.clip_len,
+            normalization: Normalization::new(&data.mean, &data.std),
+        }
+    }
 }
 
 impl Default for DataShape {
@@ -152,12 +179,12 @@ pub fn build_method(
         "inpainting" => Ok(Box::new(Inpainting::new(cfg, data, vb)?)),
         "shuffle-learn" => Ok(Box::new(ShuffleLearn::new(cfg, data, vb)?)),
         "odd-one-out" => Ok(Box::new(OddOneOut::new(cfg, data, vb)?)),
-        "cpc" => Err(not_built("cpc")),
-        "next-frame" => Err(not_built("next-frame")),
-        "autoencoder" => Err(not_built("autoencoder")),
-        "denoising-autoencoder" => Err(not_built("denoising-autoencoder")),
-        "dcgan" => Err(not_built("dcgan")),
-        "bigan" => Err(not_built("bigan")),
+        "cpc" => Ok(Box::new(Cpc::new(cfg, data, vb)?)),
+        "next-frame" => Ok(Box::new(NextFrame::new(cfg, data, vb)?)),
+        "autoencoder" => Ok(Box::new(Autoencoder::new(cfg, data, vb)?)),
+        "denoising-autoencoder" => Ok(Box::new(Autoencoder::denoising(cfg, data, vb)?)),
+        "dcgan" => Ok(Box::new(Dcgan::new(cfg, data, varmap, device)?)),
+        "bigan" => Ok(Box::new(Bigan::new(cfg, data, vb)?)),
         other => Err(TrainError::config(
             "method",
             format!(
@@ -166,11 +193,6 @@ pub fn build_method(
             ),
         )),
     }
-}
-
-/// TEMPORARY while the methods of issue 7 are written; removed before commit.
-fn not_built(method: &str) -> TrainError {
-    TrainError::config("method", format!("{method} is being written"))
 }
 
 /// Checks that a video method is given clips.

@@ -31,7 +31,7 @@ impl<N> SideNet<N> {
         build: impl FnOnce(VarBuilder) -> candle_core::Result<N>,
     ) -> Result<Self> {
         let varmap = VarMap::new();
-        let net = build(seeded_var_builder(&varmap, seed, DType::F32, device).pp(name))?;
+        let net = build(seeded_var_builder(&varmap, seed, DType::F32, device))?;
         let optimizer = AdamW::new(trainable_params(&varmap, &[]), betas.0, betas.1, 1e-8, 0.0)?;
         Ok(Self {
             net,
