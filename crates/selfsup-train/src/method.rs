@@ -121,6 +121,22 @@ pub struct PretextTally {
 }
 
 impl PretextTally {
+    /// The summed squared difference of `pred` and `target` and the elements compared
+    /// (the reconstruction and prediction tasks' [`PretextMetric::Mse`]).
+    ///
+    /// # Errors
+    /// If the shapes differ.
+    pub fn squared_error(pred: &Tensor, target: &Tensor) -> candle_core::Result<Self> {
+        let sq = (pred - target)?.sqr()?;
+        Ok(Self {
+            sum: sq
+                .to_dtype(candle_core::DType::F64)?
+                .sum_all()?
+                .to_scalar::<f64>()?,
+            count: sq.elem_count(),
+        })
+    }
+
     /// Adds another batch's totals.
     pub fn add(&mut self, other: PretextTally) {
         self.sum += other.sum;

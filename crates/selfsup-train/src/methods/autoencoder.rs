@@ -6,7 +6,7 @@ use super::{encoder_kind, DataShape, Normalization};
 use crate::config::TrainConfig;
 use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
 use crate::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 use selfsup_data::views::Identity;
 use selfsup_data::{Batch, ViewRecipe};
@@ -112,11 +112,7 @@ impl Method for Autoencoder {
     /// Squared error of the reconstruction over every element (normalised pixels).
     fn pretext_eval(&self, batch: &Batch) -> candle_core::Result<PretextTally> {
         let (x, target) = Self::pair(batch)?;
-        let sq = (self.reconstruct(x, false)? - target)?.sqr()?;
-        Ok(PretextTally {
-            sum: sq.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?,
-            count: sq.elem_count(),
-        })
+        PretextTally::squared_error(&self.reconstruct(x, false)?, target)
     }
 
     /// Overwrites [`RECONSTRUCTIONS_FILE`]: rows of inputs, their reconstructions by the

@@ -8,7 +8,7 @@ use super::{encoder_kind, map_len, require_clips, DataShape, Normalization};
 use crate::config::TrainConfig;
 use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
 use crate::{Result, TrainError};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{Init, Linear, Module, ModuleT, VarBuilder};
 use selfsup_data::pretext::NextFrameViews;
 use selfsup_data::{Batch, ViewRecipe};
@@ -195,15 +195,6 @@ fn quiet_last_layer(width: usize, channels: usize, vb: &VarBuilder) -> Result<()
     Ok(())
 }
 
-/// Summed squared difference of two tensors and the elements compared.
-fn squared_error(a: &Tensor, b: &Tensor) -> candle_core::Result<PretextTally> {
-    let sq = (a - b)?.sqr()?;
-    Ok(PretextTally {
-        sum: sq.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?,
-        count: sq.elem_count(),
-    })
-}
-
 impl Method for NextFrame {
     fn name(&self) -> &'static str {
         "next-frame"
@@ -237,7 +228,7 @@ impl Method for NextFrame {
     /// Squared error of the predicted next frame over every element (normalised pixels).
     fn pretext_eval(&self, batch: &Batch) -> candle_core::Result<PretextTally> {
         let (context, target) = self.split(batch)?;
-        squared_error(&self.predict(context, false)?, target)
+        PretextTally::squared_error(&self.predict(context, false)?, target)
     }
 
     /// Squared error of copying the last context frame, over the same elements.
@@ -246,7 +237,7 @@ impl Method for NextFrame {
         let Some(last) = context.last() else {
             candle_core::bail!("next-frame needs at least one context frame")
         };
-        squared_error(last, target).map(Some)
+        PretextTally::squared_error(last, target).map(Some)
     }
 
     /// Overwrites [`PREDICTIONS_FILE`]: for up to 8 samples of the last training batch,
@@ -274,6 +265,7 @@ impl Method for NextFrame {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use candle_core::DType;
     use candle_nn::VarMap;
     use selfsup_encoders::seeded_var_builder;
 
