@@ -39,8 +39,9 @@ pub struct PrepareVideoArgs {
 /// Settings of a run. Each flag overrides `--config`, which overrides the defaults.
 #[derive(Args, Debug, Default)]
 pub struct PretrainArgs {
-    /// Method: simclr, moco, npid, pirl, rotation, relative-patch, jigsaw, inpainting,
-    /// shuffle-learn or odd-one-out.
+    /// Method: simclr, moco, npid, pirl, cpc, rotation, relative-patch, jigsaw, inpainting,
+    /// shuffle-learn, odd-one-out, next-frame, autoencoder, denoising-autoencoder, dcgan
+    /// or bigan.
     #[arg(long)]
     pub method: Option<String>,
     /// Dataset: fashion-mnist, mnist, cifar10, cifar100, folder:PATH, video:PATH (a video
@@ -150,6 +151,16 @@ pub struct PretrainArgs {
     /// Skip the evaluation at the end.
     #[arg(long)]
     pub no_eval: bool,
+    /// Data parallelism: none, or mpi for ranks started by mpirun or srun (needs a
+    /// binary built with `--features mpi`). --batch-size is per rank.
+    #[arg(long, default_value = "none")]
+    pub dist: String,
+    /// Batch-norm statistics over every rank's samples (`distributed.sync_bn`).
+    #[arg(long)]
+    pub sync_bn: bool,
+    /// Seconds a rank waits in a collective for the others before it gives up.
+    #[arg(long, default_value_t = 300.0)]
+    pub dist_timeout: f64,
 }
 
 #[derive(Args, Debug)]

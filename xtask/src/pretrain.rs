@@ -2,8 +2,11 @@
 use crate::cli::{device, PretrainArgs};
 use crate::report::{print_summary, EvalFile};
 use anyhow::{bail, Context, Result};
+use selfsup::dist::{Communicator, SingleProcess};
 use selfsup::train::{checkpoint, export::export_encoder, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The method's defaults ([`TrainConfig::for_method`]), then `--config`, then the flags
 /// given.
@@ -52,6 +55,9 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     }
     if args.grad_clip.is_some() {
         cfg.grad_clip = args.grad_clip;
+    }
+    if args.sync_bn {
+        cfg.distributed.sync_bn = true;
     }
     if let Some(opt) = &args.optimizer {
         cfg.optimizer = opt.parse()?;
@@ -119,14 +125,59 @@ fn write_config(dir: &Path, cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-pub fn run(mut args: PretrainArgs) -> Result<()> {
+/// The group this process trains in: itself alone, or the ranks of an MPI launch.
+fn communicator(args: &PretrainArgs) -> Result<Arc<dyn Communicator>> {
+    if !(args.dist_timeout.is_finite() && args.dist_timeout > 0.0) {
+        bail!(
+            "--dist-timeout {}: must be a positive number of seconds",
+            args.dist_timeout
+        )
+    }
+    let timeout = Duration::from_secs_f64(args.dist_timeout);
+    match args.dist.as_str() {
+        "none" => Ok(Arc::new(SingleProcess)),
+        "mpi" => mpi(timeout),
+        other => bail!("--dist {other}: expected none or mpi"),
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn mpi(timeout: Duration) -> Result<Arc<dyn Communicator>> {
+    Ok(Arc::new(selfsup::dist::Mpi::init(timeout)?))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi(_timeout: Duration) -> Result<Arc<dyn Communicator>> {
+    bail!("--dist mpi: this binary was built without MPI; build it with `--features mpi`")
+}
+
+/// Pretrains as one rank of `--dist`'s group. A rank that fails stops every other
+/// rank with it, so that none waits forever in a collective.
+pub fn run(args: PretrainArgs) -> Result<()> {
+    let comm = communicator(&args)?;
+    match run_as(args, comm.clone()) {
+        Err(e) if comm.world_size() > 1 => {
+            eprintln!(
+                "error: rank {}: {}",
+                comm.rank(),
+                format!("{e:#}").replace('\n', " ")
+            );
+            comm.abort(1)
+        }
+        result => result,
+    }
+}
+
+fn run_as(mut args: PretrainArgs, comm: Arc<dyn Communicator>) -> Result<()> {
+    let leader = comm.is_leader();
     if args.resume && args.config.is_none() {
         // Resume with the run's own settings; flags given still override them (and a
         // changed setting is then refused by the checkpoint).
         let saved = args.out.as_ref().map(|dir| dir.join("config.toml"));
         args.config = saved.filter(|path| path.exists());
     }
-    let cfg = resolve_config(&args)?;
+    let mut cfg = resolve_config(&args)?;
+    cfg.distributed.world_size = comm.world_size();
     cfg.validate()?;
     let dir = run_dir(&args, &cfg);
     let has_checkpoint = checkpoint::latest_checkpoint(&dir)?.is_some();
@@ -137,20 +188,33 @@ pub fn run(mut args: PretrainArgs) -> Result<()> {
         );
     }
     let device = device(&args.device)?;
-    let mut trainer = Trainer::new(cfg.clone(), &dir, &device)?;
+    let mut trainer = Trainer::new(cfg.clone(), &dir, &device)?.with_communicator(comm)?;
     if args.resume {
-        match trainer.resume()? {
-            Some(step) => eprintln!("resuming {} from step {step}", dir.display()),
-            None => eprintln!("no checkpoint in {}; starting from scratch", dir.display()),
+        let resumed = trainer.resume()?;
+        match resumed {
+            Some(step) if leader => eprintln!("resuming {} from step {step}", dir.display()),
+            None if leader => {
+                eprintln!("no checkpoint in {}; starting from scratch", dir.display())
+            }
+            _ => {}
         }
+    }
+    if !leader {
+        // Rank 0 writes the run's files and evaluates; the others only train.
+        trainer.run()?;
+        return Ok(());
     }
     write_config(&dir, &cfg)?;
     eprintln!(
-        "pretraining {} on {} with {} into {}",
+        "pretraining {} on {} with {} into {}{}",
         cfg.method,
         cfg.dataset,
         cfg.encoder,
-        dir.display()
+        dir.display(),
+        match cfg.distributed.world_size {
+            1 => String::new(),
+            n => format!(" on {n} ranks"),
+        }
     );
     let outcome = trainer.run()?;
     export_encoder(

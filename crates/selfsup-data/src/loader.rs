@@ -5,6 +5,11 @@
 //! `Rng::derive(seed, &[e, b * batch_size + i, 1])`. Batches therefore do not
 //! depend on thread scheduling, and an epoch can be resumed at any batch with
 //! bit-identical results.
+//!
+//! In a data-parallel run ([`Loader::sharded`]) the `world` ranks split every
+//! global batch of `world · batch_size` images in rank order, and sample keys
+//! count positions in the global batch: a sample gets the same views whatever
+//! the rank and world size.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -48,7 +53,8 @@ pub struct Loader {
     recipe: Arc<dyn ViewRecipe>,
     batch_size: usize,
     seed: u64,
-    drop_last: bool,
+    /// `(rank, world)`: which slice of each global batch this loader yields.
+    shard: (usize, usize),
 }
 
 impl std::fmt::Debug for Loader {
@@ -59,7 +65,7 @@ impl std::fmt::Debug for Loader {
             .field("num_views", &self.recipe.num_views())
             .field("batch_size", &self.batch_size)
             .field("seed", &self.seed)
-            .field("drop_last", &self.drop_last)
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -98,7 +104,7 @@ impl HostBatch {
 }
 
 impl Loader {
-    /// A loader over `dataset` with `drop_last = true`.
+    /// A loader over `dataset`; incomplete last batches are dropped.
     ///
     /// # Errors
     /// [`DataError::Config`] if `batch_size` is 0 or larger than the dataset,
@@ -144,18 +150,47 @@ impl Loader {
             recipe,
             batch_size,
             seed,
-            drop_last: true,
+            shard: (0, 1),
         })
     }
 
-    /// Full batches per epoch (`len / batch_size`).
-    pub fn batches_per_epoch(&self) -> usize {
-        let n = self.dataset.len() / self.batch_size;
-        if self.drop_last || self.dataset.len() % self.batch_size == 0 {
-            n
-        } else {
-            n + 1
+    /// The loader of rank `rank` of `world` data-parallel ranks: batch `b` is slice
+    /// `rank` of global batch `b`, which holds `world · batch_size` images of the
+    /// epoch's order. Sample keys are positions in the global batch, so the union of
+    /// all ranks' batches is exactly what one loader with `world · batch_size` yields.
+    ///
+    /// # Errors
+    /// [`DataError::Config`] if `rank >= world` or the global batch is larger than
+    /// the dataset.
+    pub fn sharded(self, rank: usize, world: usize) -> Result<Self> {
+        if rank >= world {
+            return Err(DataError::config(
+                "rank",
+                format!("{rank} is not a rank of a group of {world}"),
+            ));
         }
+        let global = self.batch_size * world;
+        if global > self.dataset.len() {
+            return Err(DataError::config(
+                "batch_size",
+                format!(
+                    "{world} ranks × {} is larger than dataset {} ({} images)",
+                    self.batch_size,
+                    self.dataset.name,
+                    self.dataset.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            shard: (rank, world),
+            ..self
+        })
+    }
+
+    /// Full global batches per epoch (`len / (world · batch_size)`); incomplete
+    /// last batches are dropped.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.dataset.len() / (self.batch_size * self.shard.1)
     }
 
     /// The batch size.
@@ -247,14 +282,16 @@ impl Loader {
     /// Builds batch `b` of an epoch whose order is `order`, on the CPU.
     fn build(&self, order: &[usize], epoch: usize, b: usize) -> Result<HostBatch> {
         let bs = self.batch_size;
-        let indices = order[b * bs..(b + 1) * bs].to_vec();
+        let (rank, world) = self.shard;
+        let first = b * bs * world + rank * bs;
+        let indices = order[first..first + bs].to_vec();
         let ds = &*self.dataset;
         let recipe = &*self.recipe;
         let samples: Vec<Sample> = indices
             .par_iter()
             .enumerate()
             .map(|(i, &idx)| {
-                let mut rng = Rng::derive(self.seed, &[epoch as u64, (b * bs + i) as u64, 1]);
+                let mut rng = Rng::derive(self.seed, &[epoch as u64, (first + i) as u64, 1]);
                 recipe.sample(&ds.image(idx), &mut rng)
             })
             .collect();
@@ -471,9 +508,42 @@ mod tests {
     }
 
     #[test]
+    fn ranks_split_each_global_batch_with_the_views_one_loader_gives() {
+        let whole = Loader::new(dataset(23, 3), simclr(), 6, 4).unwrap();
+        let shards: Vec<Loader> = (0..3)
+            .map(|r| {
+                Loader::new(dataset(23, 3), simclr(), 2, 4)
+                    .unwrap()
+                    .sharded(r, 3)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(shards[0].batches_per_epoch(), 3); // 23 / (3 · 2)
+        let want = collect(&whole, 1, 1);
+        let got: Vec<Vec<Batch>> = shards.iter().map(|l| collect(l, 1, 1)).collect();
+        assert_eq!(want.len(), 2);
+        for (b, w) in want.iter().enumerate() {
+            let indices: Vec<usize> = got.iter().flat_map(|g| g[b].indices.clone()).collect();
+            assert_eq!(indices, w.indices);
+            for (view, wv) in w.views.iter().enumerate() {
+                let parts: Vec<&Tensor> = got.iter().map(|g| &g[b].views[view]).collect();
+                let joined = Tensor::cat(&parts, 0).unwrap();
+                let diff = (joined - wv).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+            }
+        }
+        let l = || Loader::new(dataset(23, 3), simclr(), 8, 4).unwrap();
+        assert!(l().sharded(3, 3).is_err());
+        assert!(
+            l().sharded(0, 3).is_err(),
+            "24 images per global batch > 23"
+        );
+    }
+
+    #[test]
     fn batches_have_the_promised_shapes_and_cover_distinct_images() {
         let l = Loader::new(dataset(23, 3), simclr(), 5, 1).unwrap();
-        assert_eq!(l.batches_per_epoch(), 4); // drop_last: 23 / 5
+        assert_eq!(l.batches_per_epoch(), 4); // 23 / 5, the last 3 dropped
         let batches = collect(&l, 0, 0);
         assert_eq!(batches.len(), 4);
         let mut seen: Vec<usize> = Vec::new();

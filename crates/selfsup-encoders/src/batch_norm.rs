@@ -6,7 +6,9 @@
 //! kernels fall back to candle's own ops.
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use selfsup_kernels::{batch_norm_eval, batch_norm_train, batch_norm_train_relu, relu};
+use selfsup_kernels::{
+    batch_norm_eval, batch_norm_train, batch_norm_train_relu, batch_norm_world, relu,
+};
 
 /// PyTorch's `BatchNorm2d` defaults.
 const BN_EPS: f64 = 1e-5;
@@ -75,7 +77,7 @@ impl BatchNorm2d {
         };
         let (out, mean, var) = bn(x, &self.weight, &self.bias, BN_EPS)?;
         let (n, _, h, w) = x.dims4()?;
-        let m = (n * h * w) as f64;
+        let m = (n * h * w * batch_norm_world()) as f64;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let ema = |running: &Var, batch: Tensor| -> Result<()> {
             running.set(

@@ -4,6 +4,7 @@
 use candle_core::{bail, DType, Result, Tensor, D};
 
 use crate::batch_norm_kernels::{BnTrain, Stats};
+use crate::sync::current_group;
 
 /// Training-mode batch normalization (Ioffe & Szegedy, 2015) with batch
 /// statistics and an exact, fused backward pass.
@@ -11,7 +12,9 @@ use crate::batch_norm_kernels::{BnTrain, Stats};
 /// Returns `(y, mean, var)` where `mean` and `var` are the (detached) batch
 /// mean and biased variance per channel, for the caller's running-statistics
 /// update (PyTorch uses the unbiased variance there: multiply by
-/// `M / (M - 1)` with `M = N * H * W`). Gradients flow to `x`, `weight` and
+/// `M / (M - 1)` with `M = N * H * W *` [`batch_norm_world`](crate::batch_norm_world)).
+/// Under [`sync_batch_norm`](crate::sync_batch_norm) the statistics, and the
+/// backward's sums, cover the samples of every process. Gradients flow to `x`, `weight` and
 /// `bias`; the backward pass is not itself differentiable on the CPU path.
 ///
 /// On devices other than the CPU, or for dtypes other than `f32`, this is
@@ -31,7 +34,7 @@ pub fn batch_norm_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    train(x, weight, bias, BnTrain { eps, relu: false })
+    train(x, weight, bias, eps, false)
 }
 
 /// [`batch_norm_train`] followed by a ReLU, `y = max(0, BN(x))`, fused into
@@ -59,16 +62,19 @@ pub fn batch_norm_train_relu(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    train(x, weight, bias, BnTrain { eps, relu: true })
+    train(x, weight, bias, eps, true)
 }
 
-/// Both training-mode variants; `op` says whether the ReLU follows.
+/// Both training-mode variants, synchronised over the thread's
+/// [`sync_batch_norm`](crate::sync_batch_norm) group if any.
 fn train(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
-    op: BnTrain,
+    eps: f64,
+    relu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let sync = current_group();
     let (_, c, _, _) = x.dims4()?;
     if weight.dims() != [c] || bias.dims() != [c] {
         bail!(
@@ -78,14 +84,17 @@ fn train(
         )
     }
     if !x.device().is_cpu() || [x.dtype(), weight.dtype(), bias.dtype()] != [DType::F32; 3] {
-        let (y, mean, var) = batch_norm_train_composed(x, weight, bias, op.eps)?;
-        let y = if op.relu { y.relu()? } else { y };
+        if sync.is_some() {
+            bail!("synchronised batch norm runs on the CPU with f32 only")
+        }
+        let (y, mean, var) = batch_norm_train_composed(x, weight, bias, eps)?;
+        let y = if relu { y.relu()? } else { y };
         return Ok((y, mean, var));
     }
     let x = x.contiguous()?;
-    let stats = x.apply_op1_no_bwd(&Stats)?; // (2, C): mean, biased var
+    let stats = x.apply_op1_no_bwd(&Stats { sync: sync.clone() })?; // (2, C): mean, biased var
     let affine = Tensor::stack(&[weight, bias], 0)?; // (2, C), tracked
-    let y = x.apply_op3(&stats, &affine, op)?;
+    let y = x.apply_op3(&stats, &affine, BnTrain { eps, relu, sync })?;
     Ok((y, stats.get(0)?, stats.get(1)?))
 }
 

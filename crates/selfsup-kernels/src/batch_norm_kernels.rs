@@ -11,6 +11,8 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use crate::profile;
+use crate::sync::{reduce, StatsReducer};
+use std::sync::Arc;
 
 /// `(N, C, H * W)` of an `(N, C, H, W)` tensor.
 type Dims = (usize, usize, usize);
@@ -112,8 +114,11 @@ fn gate(g: f32, v: f32, relu: Option<(f32, f32)>) -> f32 {
     }
 }
 
-/// Mean and biased variance per channel: `(2, C)`.
-pub(crate) struct Stats;
+/// Mean and biased variance per channel: `(2, C)`, over the samples of every
+/// process of `sync` when given.
+pub(crate) struct Stats {
+    pub(crate) sync: Option<Arc<dyn StatsReducer>>,
+}
 
 impl CustomOp1 for Stats {
     fn name(&self) -> &'static str {
@@ -123,28 +128,44 @@ impl CustomOp1 for Stats {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = profile::scope("bn.stats");
         let (x, d) = (data(s, l)?, dims(l)?);
-        let m = (d.0 * d.2).max(1) as f64;
-        let pairs = (0..d.1)
-            .into_par_iter()
-            .map(|ci| {
-                let sum: f64 = planes(ci, d).map(|r| x[r].iter().sum::<f32>() as f64).sum();
-                let mean = sum / m;
-                let ss: f64 = planes(ci, d)
-                    .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                    .sum();
-                (mean as f32, (ss / m) as f32)
-            })
+        let per_channel = |f: &(dyn Fn(usize) -> f64 + Sync)| -> Result<Vec<f64>> {
+            let local: Vec<f64> = (0..d.1).into_par_iter().map(f).collect();
+            match &self.sync {
+                Some(group) => reduce(group.as_ref(), &local),
+                None => Ok(local),
+            }
+        };
+        let m = ((d.0 * d.2) * world(&self.sync)).max(1) as f64;
+        let sums = per_channel(&|ci| planes(ci, d).map(|r| x[r].iter().sum::<f32>() as f64).sum())?;
+        let means: Vec<f64> = sums.iter().map(|s| s / m).collect();
+        let squares = per_channel(&|ci| {
+            let mean = means[ci];
+            planes(ci, d)
+                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum()
+        })?;
+        let pairs = means
+            .iter()
+            .zip(&squares)
+            .map(|(&mean, &ss)| (mean as f32, (ss / m) as f32))
             .collect();
         Ok(pairs_to_storage(pairs))
     }
 }
 
+/// Processes whose samples the statistics cover.
+fn world(sync: &Option<Arc<dyn StatsReducer>>) -> usize {
+    sync.as_ref().map_or(1, |g| g.world_size())
+}
+
 /// `y = (x - mean) * weight / sqrt(var + eps) + bias`, then `max(0, y)` when
-/// `relu`, on `(x, stats, affine)`; stats and affine are `(2, C)`.
-#[derive(Clone, Copy, Debug)]
+/// `relu`, on `(x, stats, affine)`; stats and affine are `(2, C)`. With `sync`,
+/// the backward's sums run over every process, as the statistics did.
+#[derive(Clone)]
 pub(crate) struct BnTrain {
     pub(crate) eps: f64,
     pub(crate) relu: bool,
+    pub(crate) sync: Option<Arc<dyn StatsReducer>>,
 }
 
 impl BnTrain {
@@ -203,10 +224,28 @@ impl CustomOp3 for BnTrain {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let packed = Tensor::cat(&[stats, &affine.detach()], 0)?; // (4, C)
-        let sums = x.apply_op3_no_bwd(&dy, &packed, &BnGradSums(*self))?;
-        let packed = Tensor::cat(&[packed, sums.clone()], 0)?; // (6, C)
+        let sums = x.apply_op3_no_bwd(&dy, &packed, &BnGradSums(self.clone()))?;
+        // The input gradient needs the sums over every process; the parameters'
+        // gradients keep this process's share, which the trainer averages.
+        let total = match &self.sync {
+            Some(group) => {
+                let local: Vec<f64> = sums
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(f64::from)
+                    .collect();
+                let summed: Vec<f32> = reduce(group.as_ref(), &local)?
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect();
+                Tensor::from_vec(summed, sums.shape(), sums.device())?
+            }
+            None => sums.clone(),
+        };
+        let packed = Tensor::cat(&[packed, total], 0)?; // (6, C)
         let dx = if x.track_op() {
-            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput(*self))?)
+            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput(self.clone()))?)
         } else {
             None
         };
@@ -279,7 +318,7 @@ impl CustomOp3 for BnGradInput {
     ) -> Result<(CpuStorage, Shape)> {
         let _t = profile::scope("bn.bwd.x");
         let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
-        let (c, m) = (d.1, (d.0 * d.2).max(1) as f32);
+        let (c, m) = (d.1, (d.0 * d.2 * world(&self.0.sync)).max(1) as f32);
         let gates = self.0.relu_gates(p, c);
         // dx = k * g + a * x + b, per channel (a, b, k).
         let coef: Vec<(f32, f32, f32)> = (0..c)

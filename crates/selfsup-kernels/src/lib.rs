@@ -15,6 +15,8 @@
 //!   `(N, C, H, W)` with fused, channel-parallel statistics and backward,
 //!   without the transposes and copies of a composed version.
 //!   [`batch_norm_train_relu`] fuses a following ReLU into the same passes.
+//!   [`sync_batch_norm`] sums their statistics over the processes of a
+//!   data-parallel run.
 //! - [`relu`]: ReLU with a parallel forward and backward.
 //! - [`max_pool2d`]: overlapping max-pooling with padding (PyTorch's
 //!   `MaxPool2d`, as in the ResNet stem), parallel over planes in both
@@ -53,6 +55,7 @@ mod patches;
 pub mod profile;
 mod relu;
 mod sgemm;
+mod sync;
 #[cfg(test)]
 mod test_util;
 
@@ -62,3 +65,4 @@ pub use im2col::{col2im, im2col, ConvGeometry};
 pub use max_pool::max_pool2d;
 pub use relu::relu;
 pub use sgemm::sgemm;
+pub use sync::{batch_norm_world, sync_batch_norm, StatsReducer, SyncGuard};

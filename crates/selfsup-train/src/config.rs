@@ -1,5 +1,6 @@
 //! The resolved settings of a pretraining run, saved as `config.toml` in the run folder.
 pub use crate::contrastive_config::{BankLoss, ContrastiveConfig};
+pub use crate::dist_config::DistConfig;
 pub use crate::generative_config::{GenerativeConfig, PredictiveConfig};
 pub use crate::pretext_config::{MaskKind, PretextConfig};
 use crate::{Result, TrainError};
@@ -93,6 +94,8 @@ pub struct TrainConfig {
     pub predictive: PredictiveConfig,
     /// Settings of the autoencoders and GANs (`[generative]` in TOML).
     pub generative: GenerativeConfig,
+    /// Data-parallel settings (`[distributed]` in TOML).
+    pub distributed: DistConfig,
 }
 
 /// Each method's softmax temperature: 0.07 for NPID and PIRL (their papers), 0.2 for MoCo
@@ -138,6 +141,7 @@ impl Default for TrainConfig {
             video: VideoOptions::default(),
             predictive: PredictiveConfig::default(),
             generative: GenerativeConfig::default(),
+            distributed: DistConfig::default(),
         }
     }
 }
@@ -262,6 +266,7 @@ impl TrainConfig {
         self.video.validate()?;
         self.predictive.validate()?;
         self.generative.validate()?;
+        self.distributed.validate()?;
         self.contrastive.validate()
     }
 }

@@ -42,6 +42,9 @@ pub enum TrainError {
     /// Loading or augmenting data failed.
     #[error(transparent)]
     Data(#[from] selfsup_data::DataError),
+    /// A collective of a data-parallel run failed or timed out.
+    #[error(transparent)]
+    Dist(#[from] selfsup_dist::DistError),
     /// A tensor operation failed.
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),

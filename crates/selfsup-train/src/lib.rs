@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod contrastive_config;
+pub mod dist_config;
 mod error;
 pub mod eval;
 pub mod export;

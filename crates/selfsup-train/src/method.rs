@@ -1,6 +1,7 @@
 //! The [`Method`] trait: what a self-supervised method contributes to training.
 use candle_core::Tensor;
 use selfsup_data::{Batch, ViewRecipe};
+use selfsup_dist::Communicator;
 use selfsup_encoders::Encoder;
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +45,19 @@ pub trait Method: Send {
     /// On tensor errors.
     fn side_step(&mut self, _batch: &Batch, _lr: f64) -> candle_core::Result<Option<f32>> {
         Ok(None)
+    }
+
+    /// Joins a data-parallel run of `comm.world_size()` ranks (called only when there
+    /// is more than one). The trainer averages the run's gradients over ranks; a method
+    /// whose loss couples samples in other ways (negatives from other images, banks,
+    /// queues, side networks) gathers what it needs here, or refuses with the reason.
+    /// The default accepts: a loss that is a mean of per-sample (or per-group) terms
+    /// averages over ranks to the mean over the global batch.
+    ///
+    /// # Errors
+    /// Why the method cannot run data-parallel.
+    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        Ok(())
     }
 
     /// The backbone being pretrained, used for evaluation and export.

@@ -11,10 +11,13 @@ use crate::optim::{build_optimizer, clip_grad_norm, trainable_params, Optimizer,
 use crate::progress::progress_bar;
 use crate::schedule::WarmupCosine;
 use crate::{Result, TrainError};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Var};
 use candle_nn::VarMap;
 use selfsup_data::{Dataset, Loader};
+use selfsup_dist::tensor::{average_gradients, broadcast_vars, mean_scalar, BUCKET_ELEMS};
+use selfsup_dist::{Communicator, SingleProcess};
 use selfsup_encoders::Encoder;
+use selfsup_kernels::{sync_batch_norm, StatsReducer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +51,22 @@ pub struct Trainer {
     optimizer: Box<dyn Optimizer>,
     step: usize,
     train_seconds: f64,
+    comm: Arc<dyn Communicator>,
+}
+
+/// Batch-norm statistics summed over the ranks of a run.
+struct RankSums(Arc<dyn Communicator>);
+
+impl StatsReducer for RankSums {
+    fn world_size(&self) -> usize {
+        self.0.world_size()
+    }
+
+    fn all_reduce_sum(&self, buf: &mut [f64]) -> candle_core::Result<()> {
+        self.0
+            .all_reduce_sum_f64(buf)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
 }
 
 impl Trainer {
@@ -89,7 +108,50 @@ impl Trainer {
             optimizer,
             step: 0,
             train_seconds: 0.0,
+            comm: Arc::new(SingleProcess),
         })
+    }
+
+    /// Makes this process one rank of a data-parallel run over `comm`, whose size must
+    /// be the config's `distributed.world-size`: the model takes rank 0's weights, each
+    /// rank trains on its slice of every global batch, gradients are averaged over
+    /// ranks before every step, and only rank 0 writes checkpoints, metrics and
+    /// progress. Call it before [`Trainer::resume`].
+    ///
+    /// # Errors
+    /// If the sizes disagree, the method cannot run data-parallel, or a collective fails.
+    pub fn with_communicator(mut self, comm: Arc<dyn Communicator>) -> Result<Self> {
+        let world = comm.world_size();
+        if world != self.cfg.distributed.world_size {
+            return Err(TrainError::config(
+                "world-size",
+                format!(
+                    "the run is set up for {} ranks but {world} were started",
+                    self.cfg.distributed.world_size
+                ),
+            ));
+        }
+        if world > 1 {
+            self.method
+                .join_group(comm.clone())
+                .map_err(|msg| TrainError::config("dist", msg))?;
+            broadcast_vars(comm.as_ref(), &self.all_vars(), 0)?;
+        }
+        self.comm = comm;
+        Ok(self)
+    }
+
+    /// Every model variable (running statistics included), sorted by name.
+    fn all_vars(&self) -> Vec<Var> {
+        let data = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+        let mut vars: Vec<_> = data.iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(b.0));
+        vars.into_iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Whether this process writes the run's files: the only one, or rank 0.
+    pub fn is_leader(&self) -> bool {
+        self.comm.is_leader()
     }
 
     /// Continues from the run's latest checkpoint, if there is one; returns its step.
@@ -150,9 +212,9 @@ impl Trainer {
         self.train_seconds
     }
 
-    /// Optimizer steps per epoch (incomplete last batches are dropped).
+    /// Optimizer steps per epoch (incomplete last global batches are dropped).
     pub fn steps_per_epoch(&self) -> usize {
-        self.train_set.len() / self.cfg.batch_size
+        self.train_set.len() / (self.cfg.batch_size * self.comm.world_size())
     }
 
     /// Evaluates the encoder on frozen features of the training and test splits (the
@@ -284,12 +346,18 @@ impl Trainer {
     /// As [`Trainer::run`].
     pub fn run_until(&mut self, stop: usize) -> Result<TrainOutcome> {
         let cfg = self.cfg.clone();
+        let comm = self.comm.clone();
+        let (leader, world) = (comm.is_leader(), comm.world_size());
         let loader = Loader::new(
             self.train_set.clone(),
             self.method.views(),
             cfg.batch_size,
             cfg.seed,
-        )?;
+        )?
+        .sharded(comm.rank(), world)?;
+        let _sync_bn = (cfg.distributed.sync_bn && world > 1)
+            .then(|| sync_batch_norm(Arc::new(RankSums(comm.clone()))));
+        let vars: Vec<Var> = self.params.iter().map(|p| p.var.clone()).collect();
         let per_epoch = loader.batches_per_epoch();
         let total = (cfg.epochs * per_epoch).min(cfg.max_steps.unwrap_or(usize::MAX));
         let schedule = WarmupCosine {
@@ -298,11 +366,20 @@ impl Trainer {
             total_steps: total,
             final_fraction: 0.0,
         };
-        let mut metrics = MetricsWriter::open(&self.run_dir.join("metrics.jsonl"), self.step)?;
-        let bar = progress_bar(
-            total as u64,
-            &format!("{} on {}", self.method.name(), cfg.dataset),
-        );
+        let mut metrics = match leader {
+            true => Some(MetricsWriter::open(
+                &self.run_dir.join("metrics.jsonl"),
+                self.step,
+            )?),
+            false => None,
+        };
+        let bar = match leader {
+            true => progress_bar(
+                total as u64,
+                &format!("{} on {}", self.method.name(), cfg.dataset),
+            ),
+            false => indicatif::ProgressBar::hidden(),
+        };
         bar.set_position(self.step as u64);
         let mut final_loss = None;
         let mut last = Instant::now();
@@ -313,8 +390,11 @@ impl Trainer {
                 let lr = schedule.lr(self.step);
                 let loss = self.method.loss(&batch)?;
                 let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                // Every rank sees a non-finite loss on any rank, so all stop together.
+                let value = mean_scalar(comm.as_ref(), value)?;
                 self.check_finite(value)?;
                 let mut grads = loss.backward()?;
+                average_gradients(comm.as_ref(), &vars, &mut grads, BUCKET_ELEMS)?;
                 if let Some(max_norm) = cfg.grad_clip {
                     clip_grad_norm(&self.params, &mut grads, max_norm)?;
                 }
@@ -329,28 +409,30 @@ impl Trainer {
                 let seconds = last.elapsed().as_secs_f64();
                 last = Instant::now();
                 self.train_seconds += seconds;
-                let images_per_s = batch.indices.len() as f64 / seconds.max(1e-9);
-                metrics.write(&StepMetrics {
-                    step: self.step,
-                    epoch,
-                    loss: value,
-                    side_loss,
-                    lr,
-                    images_per_s,
-                })?;
+                let images_per_s = (batch.indices.len() * world) as f64 / seconds.max(1e-9);
+                if let Some(metrics) = metrics.as_mut() {
+                    metrics.write(&StepMetrics {
+                        step: self.step,
+                        epoch,
+                        loss: value,
+                        side_loss,
+                        lr,
+                        images_per_s,
+                    })?;
+                }
                 bar.set_position(self.step as u64);
                 bar.set_message(format!(
                     "epoch {} loss {value:.4} lr {lr:.4} {images_per_s:.0} img/s",
                     epoch + 1
                 ));
-                if self.step % cfg.checkpoint_every == 0 || self.step == total {
+                if leader && (self.step % cfg.checkpoint_every == 0 || self.step == total) {
                     self.checkpoint()?;
                 }
                 if self.step >= total || self.step >= stop {
                     break;
                 }
             }
-            if bar.is_hidden() && self.step < total.min(stop) {
+            if leader && bar.is_hidden() && self.step < total.min(stop) {
                 eprintln!(
                     "{}: step {}/{total}, loss {:.4}",
                     self.method.name(),
@@ -360,7 +442,7 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
-        if final_loss.is_none() && latest_checkpoint(&self.run_dir)?.is_none() {
+        if leader && final_loss.is_none() && latest_checkpoint(&self.run_dir)?.is_none() {
             self.checkpoint()?;
         }
         Ok(TrainOutcome {

@@ -3,6 +3,7 @@
 //! images, and a discriminator tells `(x, E(x))` from `(G(z), z)`. At the optimum E
 //! inverts G; the representation is E.
 use super::latents::Latents;
+use super::not_data_parallel;
 use super::samples::{keep, write_rows};
 use super::side::{SideNet, GAN_BETAS};
 use super::{encoder_kind, DataShape, Normalization};
@@ -13,6 +14,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::{Linear, Module, ModuleT, VarBuilder};
 use selfsup_data::views::Identity;
 use selfsup_data::{Batch, ViewRecipe};
+use selfsup_dist::Communicator;
 use selfsup_encoders::{torch_linear, Encoder};
 use selfsup_generative::{discriminator_loss, Decoder, JointDiscriminator};
 use std::collections::HashMap;
@@ -88,6 +90,10 @@ impl Bigan {
 impl Method for Bigan {
     fn name(&self) -> &'static str {
         "bigan"
+    }
+
+    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        not_data_parallel("bigan", "discriminator (a second network)")
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

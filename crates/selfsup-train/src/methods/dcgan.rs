@@ -4,6 +4,7 @@
 //! discriminator; the representation is the discriminator's features, as the
 //! paper evaluated it.
 use super::latents::Latents;
+use super::not_data_parallel;
 use super::samples::{keep, write_rows, SHOWN};
 use super::side::{SideNet, GAN_BETAS};
 use super::{encoder_kind, DataShape, Normalization};
@@ -15,6 +16,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Linear, Module, ModuleT, VarMap};
 use selfsup_data::views::Identity;
 use selfsup_data::{Batch, ViewRecipe};
+use selfsup_dist::Communicator;
 use selfsup_encoders::{seeded_var_builder, torch_linear, Encoder};
 use selfsup_generative::{discriminator_loss, generator_loss, Decoder};
 use std::collections::HashMap;
@@ -106,6 +108,10 @@ impl Dcgan {
 impl Method for Dcgan {
     fn name(&self) -> &'static str {
         "dcgan"
+    }
+
+    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        not_data_parallel("dcgan", "generator (a second network)")
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

@@ -2,7 +2,7 @@
 //! Inpainting"): hide part of the image, encode the rest, decode the whole image
 //! and score the hidden region, with a higher weight on its overlap border.
 use super::side::{SideNet, GAN_BETAS};
-use super::{encoder_kind, DataShape};
+use super::{encoder_kind, not_data_parallel, DataShape};
 use crate::config::{MaskKind, TrainConfig};
 use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
 use crate::{Result, TrainError};
@@ -12,6 +12,7 @@ use selfsup_data::pretext::{
     border_width, rasterize_mask, InpaintingViews, MaskBox, MaskLayout, DEFAULT_BLOCKS,
 };
 use selfsup_data::{Batch, DataError, Image, ViewRecipe};
+use selfsup_dist::Communicator;
 use selfsup_encoders::Encoder;
 use selfsup_generative::{discriminator_loss, generator_loss, Decoder, Discriminator};
 use selfsup_pretext::{inpainting_loss, masked_squared_error};
@@ -192,6 +193,14 @@ fn display(t: &Tensor, ranges: &[(f32, f32)]) -> candle_core::Result<Vec<Image>>
 impl Method for Inpainting {
     fn name(&self) -> &'static str {
         "inpainting"
+    }
+
+    /// Without the adversarial loss, the reconstruction loss is a mean over samples.
+    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        match self.adversary {
+            Some(_) => not_data_parallel("inpainting", "adversarial discriminator"),
+            None => Ok(()),
+        }
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

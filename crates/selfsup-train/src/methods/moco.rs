@@ -3,6 +3,7 @@
 //! Learning"): queries are matched to keys from a slowly moving momentum encoder,
 //! against a queue of earlier keys as negatives.
 use super::bank::{check_negatives, counter_tensor, state_counter, state_tensor};
+use super::not_data_parallel;
 use super::simclr::simclr_views;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
@@ -12,6 +13,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 use selfsup_contrastive::{cosine_momentum, info_nce, MomentumEncoder, ProjectionHead, Queue};
 use selfsup_data::{Batch, Rng, SimclrViews, ViewRecipe};
+use selfsup_dist::Communicator;
 use selfsup_encoders::{seeded_var_builder, Encoder};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -153,6 +155,10 @@ impl Moco {
 impl Method for Moco {
     fn name(&self) -> &'static str {
         "moco"
+    }
+
+    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        not_data_parallel("moco", "key queue and momentum encoder")
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

@@ -2,6 +2,7 @@
 //! Discrimination"): every image is its own class, represented by a running average
 //! of its features in a memory bank.
 use super::bank::BankObjective;
+use super::not_data_parallel;
 use super::simclr::simclr_views;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
@@ -10,6 +11,7 @@ use crate::Result;
 use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
 use selfsup_data::{Batch, SimclrViews, ViewRecipe};
+use selfsup_dist::Communicator;
 use selfsup_encoders::{torch_linear, Encoder};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +48,10 @@ impl Npid {
 impl Method for Npid {
     fn name(&self) -> &'static str {
         "npid"
+    }
+
+    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        not_data_parallel("npid", "memory bank")
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

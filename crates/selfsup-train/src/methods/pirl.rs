@@ -4,6 +4,7 @@
 //! transformation instead of predicting it.
 use super::bank::BankObjective;
 use super::jigsaw::jigsaw_tiles;
+use super::not_data_parallel;
 use super::simclr::simclr_views;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
@@ -13,6 +14,7 @@ use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
 use selfsup_data::pretext::PirlViews;
 use selfsup_data::{Batch, ViewRecipe};
+use selfsup_dist::Communicator;
 use selfsup_encoders::{torch_linear, Encoder};
 use selfsup_pretext::concat_views;
 use std::collections::HashMap;
@@ -73,6 +75,10 @@ impl Pirl {
 impl Method for Pirl {
     fn name(&self) -> &'static str {
         "pirl"
+    }
+
+    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        not_data_parallel("pirl", "memory bank")
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

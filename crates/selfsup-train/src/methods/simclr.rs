@@ -8,15 +8,22 @@ use candle_core::Tensor;
 use candle_nn::{ModuleT, VarBuilder};
 use selfsup_contrastive::{nt_xent, ProjectionHead};
 use selfsup_data::{Batch, ColorJitter, SimclrViews, ViewRecipe};
+use selfsup_dist::tensor::all_gather_rows;
+use selfsup_dist::{Communicator, SingleProcess};
 use selfsup_encoders::Encoder;
 use std::sync::Arc;
 
 /// SimCLR: encoder → projection head → NT-Xent between the two views of each image.
+///
+/// In a data-parallel run the projections of every rank are gathered before the
+/// loss, so that negatives come from the whole global batch, as one process at the
+/// global batch size would use (the bug of lightly issue 1018 is leaving them local).
 pub struct SimClr {
     encoder: Box<dyn Encoder>,
     head: ProjectionHead,
     views: Arc<SimclrViews>,
     temperature: f64,
+    group: Arc<dyn Communicator>,
 }
 
 impl SimClr {
@@ -43,11 +50,16 @@ impl SimClr {
             head,
             views: Arc::new(simclr_views(cfg, data.size, 2)),
             temperature: cfg.temperature,
+            group: Arc::new(SingleProcess),
         })
     }
 
+    /// The projections of view `x`, gathered from every rank in rank order.
     fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.head.forward_t(&self.encoder.forward_t(x, true)?, true)
+        let z = self
+            .head
+            .forward_t(&self.encoder.forward_t(x, true)?, true)?;
+        Ok(all_gather_rows(self.group.as_ref(), &z)?)
     }
 }
 
@@ -86,6 +98,11 @@ impl Method for SimClr {
         // One forward pass per view, so batch norm normalises each view on its own
         // statistics, as lightly's and solo-learn's SimCLR do.
         nt_xent(&self.project(v0)?, &self.project(v1)?, self.temperature)
+    }
+
+    fn join_group(&mut self, comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        self.group = comm;
+        Ok(())
     }
 
     fn encoder(&self) -> &dyn Encoder {

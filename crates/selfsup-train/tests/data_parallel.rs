@@ -1,0 +1,161 @@
+//! Data-parallel training with ranks as threads ([`ThreadGroup`]): two ranks at batch
+//! B compute what one process computes at batch 2B, step after step.
+use crate::runs::{have_fashion_mnist, tiny};
+use candle_core::Device;
+use selfsup_dist::{Communicator, ThreadGroup};
+use selfsup_train::{TrainConfig, Trainer};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Every model variable after a run, by name.
+fn weights(t: &Trainer) -> BTreeMap<String, Vec<f32>> {
+    let data = t.varmap().data().lock().unwrap();
+    data.iter()
+        .map(|(k, v)| {
+            let values = v
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (k.clone(), values)
+        })
+        .collect()
+}
+
+fn single(cfg: &TrainConfig, dir: &Path) -> BTreeMap<String, Vec<f32>> {
+    let mut t = Trainer::new(cfg.clone(), dir, &Device::Cpu).unwrap();
+    t.run().unwrap();
+    weights(&t)
+}
+
+/// Runs `cfg` on `world` thread ranks, rank `r` in `dirs[r]`.
+fn ranks(cfg: &TrainConfig, dirs: &[&Path]) -> Vec<BTreeMap<String, Vec<f32>>> {
+    let group = ThreadGroup::new(dirs.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .zip(dirs)
+            .map(|(comm, dir)| {
+                s.spawn(move || {
+                    let comm: Arc<dyn Communicator> = Arc::new(comm);
+                    let mut t = Trainer::new(cfg.clone(), dir, &Device::Cpu)
+                        .unwrap()
+                        .with_communicator(comm)
+                        .unwrap();
+                    t.run().unwrap();
+                    weights(&t)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// `‖a − b‖ / ‖b‖` over all variables together, and the largest
+/// `max |a − b| / max |b|` of one variable, with its name.
+fn rel_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> (f64, f32, String) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let (mut diff2, mut norm2) = (0f64, 0f64);
+    let mut worst = (0f32, String::new());
+    for (k, x) in a {
+        let y = &b[k];
+        for (p, q) in x.iter().zip(y) {
+            diff2 += f64::from(p - q).powi(2);
+            norm2 += f64::from(*q).powi(2);
+        }
+        let scale = y.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        let diff = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        if diff / scale > worst.0 {
+            worst = (diff / scale, k.clone());
+        }
+    }
+    ((diff2 / norm2).sqrt(), worst.0, worst.1)
+}
+
+fn check_equivalence(method: &str) {
+    let whole = TrainConfig {
+        method: method.into(),
+        max_steps: Some(20),
+        checkpoint_every: 100,
+        ..tiny()
+    };
+    let mut split = whole.clone();
+    split.batch_size /= 2;
+    split.distributed.world_size = 2;
+    split.distributed.sync_bn = true;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let got = ranks(&split, &[dirs[0].path(), dirs[1].path()]);
+    assert_eq!(got[0], got[1], "{method}: the replicas drifted apart");
+    let want = single(&whole, tempfile::tempdir().unwrap().path());
+    // Equal up to rounding: the ranks sum gradients and statistics in another order.
+    // A ReLU input that rounding moves across zero changes a few terms of a batch-norm
+    // bias's gradient, a sum with heavy cancellation, so single variables may differ
+    // more than the whole; a wrong reduction would put both far off.
+    let (diff, worst, name) = rel_diff(&got[0], &want);
+    eprintln!("{method}: ‖Δθ‖/‖θ‖ = {diff:.2e}; worst variable {name}, {worst:.2e} of its scale");
+    assert!(
+        diff < 1e-5,
+        "{method}: 2 ranks differ from one process by {diff}"
+    );
+    assert!(
+        worst < 1e-2,
+        "{method}: {name} differs by {worst} of its scale"
+    );
+    // Rank 0 alone writes the run's files.
+    assert!(dirs[0].path().join("metrics.jsonl").exists());
+    let rank1: Vec<_> = std::fs::read_dir(dirs[1].path()).unwrap().collect();
+    assert!(rank1.is_empty(), "{method}: rank 1 wrote {rank1:?}");
+}
+
+#[test]
+fn simclr_on_two_ranks_with_sync_bn_matches_one_process_at_twice_the_batch() {
+    if have_fashion_mnist() {
+        check_equivalence("simclr");
+    }
+}
+
+#[test]
+fn rotation_on_two_ranks_with_sync_bn_matches_one_process_at_twice_the_batch() {
+    if have_fashion_mnist() {
+        check_equivalence("rotation");
+    }
+}
+
+#[test]
+fn methods_that_share_state_across_samples_refuse_to_run_data_parallel() {
+    if !have_fashion_mnist() {
+        return;
+    }
+    let cfg = TrainConfig {
+        method: "moco".into(),
+        distributed: selfsup_train::dist_config::DistConfig {
+            world_size: 2,
+            sync_bn: false,
+        },
+        ..tiny()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let [comm, _other] = <[ThreadGroup; 2]>::try_from(ThreadGroup::new(2))
+        .ok()
+        .unwrap();
+    let err = Trainer::new(cfg.clone(), dir.path(), &Device::Cpu)
+        .unwrap()
+        .with_communicator(Arc::new(comm))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("moco does not run data-parallel yet"), "{err}");
+    // A group of another size than the config's is refused before any collective.
+    let err = Trainer::new(cfg, dir.path(), &Device::Cpu)
+        .unwrap()
+        .with_communicator(Arc::new(selfsup_dist::SingleProcess))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("set up for 2 ranks but 1 were started"),
+        "{err}"
+    );
+}
