@@ -158,6 +158,10 @@ pub struct PretrainArgs {
     /// Batch-norm statistics over every rank's samples (`distributed.sync_bn`).
     #[arg(long)]
     pub sync_bn: bool,
+    /// Compare the ranks' weights every this many steps, besides at checkpoints
+    /// (`distributed.check_replicas_every`).
+    #[arg(long)]
+    pub check_replicas_every: Option<usize>,
     /// Seconds a rank waits in a collective for the others before it gives up.
     #[arg(long, default_value_t = 300.0)]
     pub dist_timeout: f64,

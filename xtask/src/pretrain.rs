@@ -59,6 +59,9 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     if args.sync_bn {
         cfg.distributed.sync_bn = true;
     }
+    if let Some(every) = args.check_replicas_every {
+        cfg.distributed.check_replicas_every = every;
+    }
     if let Some(opt) = &args.optimizer {
         cfg.optimizer = opt.parse()?;
     }

@@ -11,6 +11,9 @@ pub struct DistConfig {
     /// Batch-norm statistics over every rank's samples (`--sync-bn`), so that N
     /// ranks at batch B compute what one process does at batch N·B.
     pub sync_bn: bool,
+    /// Every this many steps (and at every checkpoint) the ranks compare a hash of
+    /// their weights and stop if any replica drifted; 0 checks at checkpoints only.
+    pub check_replicas_every: usize,
 }
 
 impl Default for DistConfig {
@@ -18,6 +21,7 @@ impl Default for DistConfig {
         Self {
             world_size: 1,
             sync_bn: false,
+            check_replicas_every: 0,
         }
     }
 }

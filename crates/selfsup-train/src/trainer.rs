@@ -149,6 +149,31 @@ impl Trainer {
         vars.into_iter().map(|(_, v)| v.clone()).collect()
     }
 
+    /// Stops the run if the replicas' weights differ: every rank hashes the bits of
+    /// all its variables and the ranks compare the hashes.
+    fn check_replicas(&self) -> Result<()> {
+        if self.comm.world_size() == 1 {
+            return Ok(());
+        }
+        let hash = weights_hash(&self.all_vars())?;
+        // Four 16-bit pieces, each exact in an f32.
+        let pieces: Vec<f32> = (0..4)
+            .map(|i| ((hash >> (16 * i)) & 0xffff) as f32)
+            .collect();
+        let all = self.comm.all_gather(&pieces)?;
+        match all.chunks(4).position(|theirs| theirs != pieces.as_slice()) {
+            None => Ok(()),
+            Some(rank) => Err(TrainError::config(
+                "dist",
+                format!(
+                    "replicas diverged by step {}: rank {rank}'s weights differ from rank {}'s",
+                    self.step,
+                    self.comm.rank()
+                ),
+            )),
+        }
+    }
+
     /// Whether this process writes the run's files: the only one, or rank 0.
     pub fn is_leader(&self) -> bool {
         self.comm.is_leader()
@@ -425,7 +450,12 @@ impl Trainer {
                     "epoch {} loss {value:.4} lr {lr:.4} {images_per_s:.0} img/s",
                     epoch + 1
                 ));
-                if leader && (self.step % cfg.checkpoint_every == 0 || self.step == total) {
+                let at_checkpoint = self.step % cfg.checkpoint_every == 0 || self.step == total;
+                let every = cfg.distributed.check_replicas_every;
+                if at_checkpoint || (every > 0 && self.step % every == 0) {
+                    self.check_replicas()?;
+                }
+                if leader && at_checkpoint {
                     self.checkpoint()?;
                 }
                 if self.step >= total || self.step >= stop {
@@ -452,6 +482,22 @@ impl Trainer {
             train_seconds: self.train_seconds,
         })
     }
+}
+
+/// FNV-1a over the bits of every value of `vars`, in order.
+fn weights_hash(vars: &[Var]) -> Result<u64> {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for var in vars {
+        for v in var
+            .as_tensor()
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+        {
+            hash = (hash ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(hash)
 }
 
 /// The first setting (other than where data or checkpoints go) that differs between two configs.

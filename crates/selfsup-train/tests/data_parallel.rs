@@ -30,27 +30,37 @@ fn single(cfg: &TrainConfig, dir: &Path) -> BTreeMap<String, Vec<f32>> {
     weights(&t)
 }
 
-/// Runs `cfg` on `world` thread ranks, rank `r` in `dirs[r]`.
-fn ranks(cfg: &TrainConfig, dirs: &[&Path]) -> Vec<BTreeMap<String, Vec<f32>>> {
+/// Runs rank `r` with `cfgs[r]` in `dirs[r]`, each on a thread of its own.
+fn try_ranks(
+    cfgs: &[TrainConfig],
+    dirs: &[&Path],
+) -> Vec<selfsup_train::Result<BTreeMap<String, Vec<f32>>>> {
     let group = ThreadGroup::new(dirs.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = group
             .into_iter()
-            .zip(dirs)
-            .map(|(comm, dir)| {
+            .zip(cfgs.iter().zip(dirs))
+            .map(|(comm, (cfg, dir))| {
                 s.spawn(move || {
                     let comm: Arc<dyn Communicator> = Arc::new(comm);
-                    let mut t = Trainer::new(cfg.clone(), dir, &Device::Cpu)
-                        .unwrap()
-                        .with_communicator(comm)
-                        .unwrap();
-                    t.run().unwrap();
-                    weights(&t)
+                    let mut t =
+                        Trainer::new(cfg.clone(), dir, &Device::Cpu)?.with_communicator(comm)?;
+                    t.run()?;
+                    Ok(weights(&t))
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// Runs `cfg` on thread ranks, rank `r` in `dirs[r]`.
+fn ranks(cfg: &TrainConfig, dirs: &[&Path]) -> Vec<BTreeMap<String, Vec<f32>>> {
+    let cfgs = vec![cfg.clone(); dirs.len()];
+    try_ranks(&cfgs, dirs)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// `‖a − b‖ / ‖b‖` over all variables together, and the largest
@@ -85,6 +95,7 @@ fn check_equivalence(method: &str) {
     split.batch_size /= 2;
     split.distributed.world_size = 2;
     split.distributed.sync_bn = true;
+    split.distributed.check_replicas_every = 1;
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let got = ranks(&split, &[dirs[0].path(), dirs[1].path()]);
     assert_eq!(got[0], got[1], "{method}: the replicas drifted apart");
@@ -132,7 +143,7 @@ fn methods_that_share_state_across_samples_refuse_to_run_data_parallel() {
         method: "moco".into(),
         distributed: selfsup_train::dist_config::DistConfig {
             world_size: 2,
-            sync_bn: false,
+            ..Default::default()
         },
         ..tiny()
     };
@@ -158,4 +169,29 @@ fn methods_that_share_state_across_samples_refuse_to_run_data_parallel() {
         err.contains("set up for 2 ranks but 1 were started"),
         "{err}"
     );
+}
+
+#[test]
+fn replicas_that_drift_apart_stop_the_run() {
+    if !have_fashion_mnist() {
+        return;
+    }
+    let mut cfg = TrainConfig {
+        method: "rotation".into(),
+        max_steps: Some(3),
+        ..tiny()
+    };
+    cfg.distributed.world_size = 2;
+    cfg.distributed.check_replicas_every = 1;
+    // A rank with another learning rate takes other steps from the same gradients.
+    let other = TrainConfig {
+        lr: cfg.lr * 2.0,
+        ..cfg.clone()
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let results = try_ranks(&[cfg, other], &[dirs[0].path(), dirs[1].path()]);
+    for result in results {
+        let err = result.err().unwrap().to_string();
+        assert!(err.contains("replicas diverged by step 1"), "{err}");
+    }
 }
