@@ -7,12 +7,15 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use selfsup::data::{Batch, Image, Rng, SimclrViews, ViewRecipe};
+use selfsup::dist::tensor::{average_gradients, BUCKET_ELEMS};
+use selfsup::dist::{Communicator, SingleProcess};
 use selfsup::kernels::profile;
 use selfsup::train::methods::{build_method, DataShape};
 use selfsup::train::optim::{build_optimizer, trainable_params};
-use selfsup::train::TrainConfig;
+use selfsup::train::{sync_batch_norm_over, TrainConfig};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Profiler scopes of the three phases of a timed step.
@@ -33,7 +36,7 @@ struct StepResult {
     ratio_to_pytorch: Option<f64>,
 }
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -42,6 +45,26 @@ fn threads() -> usize {
 
 /// Seconds per SimCLR step (forward, loss, backward, SGD update) on random input.
 pub(crate) fn candle_step_seconds(
+    encoder: &str,
+    channels: usize,
+    size: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<f64> {
+    group_step_seconds(
+        Arc::new(SingleProcess),
+        encoder,
+        channels,
+        size,
+        batch,
+        steps,
+    )
+}
+
+/// [`candle_step_seconds`] as one rank of `comm`: projections gathered, batch norm
+/// synchronised and gradients averaged over the ranks, as a data-parallel run does.
+pub(crate) fn group_step_seconds(
+    comm: Arc<dyn Communicator>,
     encoder: &str,
     channels: usize,
     size: usize,
@@ -63,7 +86,15 @@ pub(crate) fn candle_step_seconds(
         ..DataShape::default()
     };
     let mut method = build_method(&cfg, data, &varmap, &device)?;
-    let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[]))?;
+    let params = trainable_params(&varmap, &[]);
+    let vars: Vec<_> = params.iter().map(|p| p.var.clone()).collect();
+    let mut opt = build_optimizer(&cfg, params)?;
+    if comm.world_size() > 1 {
+        method
+            .join_group(comm.clone())
+            .map_err(anyhow::Error::msg)?;
+    }
+    let _sync = (comm.world_size() > 1).then(|| sync_batch_norm_over(comm.clone()));
     let view = || Tensor::randn(0f32, 1.0, (batch, channels, size, size), &device);
     let batch = Batch {
         views: vec![view()?, view()?],
@@ -78,7 +109,9 @@ pub(crate) fn candle_step_seconds(
         };
         let grads = {
             let _t = profile::scope(STEP_BACKWARD);
-            loss.backward()?
+            let mut grads = loss.backward()?;
+            average_gradients(comm.as_ref(), &vars, &mut grads, BUCKET_ELEMS)?;
+            grads
         };
         let _t = profile::scope(STEP_OPTIMIZER);
         opt.step(&grads, cfg.lr)?;
@@ -157,6 +190,9 @@ fn augmentation_images_per_s() -> Result<f64> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.dist {
+        return crate::bench_dist::run(args.steps);
+    }
     if args.bank {
         return bank_only(args.quick);
     }
@@ -251,7 +287,7 @@ fn bank_only(quick: bool) -> Result<()> {
 }
 
 /// Writes `json` to `target/bench/<name>`.
-fn write_results(name: &str, json: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_results(name: &str, json: &serde_json::Value) -> Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(name);

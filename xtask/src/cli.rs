@@ -232,6 +232,10 @@ pub struct BenchArgs {
     /// Only the memory-bank and queue operations (and the memory bandwidth).
     #[arg(long)]
     pub bank: bool,
+    /// Only data parallelism: all-reduce bandwidth of a ResNet-18 gradient and the
+    /// step-time overhead of 2 ranks (launches itself under mpirun; needs `--features mpi`).
+    #[arg(long)]
+    pub dist: bool,
 }
 
 /// Parses `--device`.

@@ -7,6 +7,7 @@
 //! - `prepare-video`: extract a video's frames into a folder (UCF101 style).
 mod bench;
 mod bench_bank;
+mod bench_dist;
 mod bench_profile;
 mod cli;
 mod eval_cmd;

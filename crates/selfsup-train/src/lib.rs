@@ -25,4 +25,4 @@ pub use config::{OptimizerKind, TrainConfig};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate, EvalReport};
 pub use method::{Method, PretextMetric, PretextTally};
-pub use trainer::{TrainOutcome, Trainer};
+pub use trainer::{sync_batch_norm_over, TrainOutcome, Trainer};

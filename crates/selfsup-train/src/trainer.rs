@@ -17,7 +17,7 @@ use selfsup_data::{Dataset, Loader};
 use selfsup_dist::tensor::{average_gradients, broadcast_vars, mean_scalar, BUCKET_ELEMS};
 use selfsup_dist::{Communicator, SingleProcess};
 use selfsup_encoders::Encoder;
-use selfsup_kernels::{sync_batch_norm, StatsReducer};
+use selfsup_kernels::{sync_batch_norm, StatsReducer, SyncGuard};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +52,12 @@ pub struct Trainer {
     step: usize,
     train_seconds: f64,
     comm: Arc<dyn Communicator>,
+}
+
+/// Synchronises training-mode batch norm on this thread over the ranks of `comm`
+/// while the guard lives (`selfsup_kernels::sync_batch_norm`).
+pub fn sync_batch_norm_over(comm: Arc<dyn Communicator>) -> SyncGuard {
+    sync_batch_norm(Arc::new(RankSums(comm)))
 }
 
 /// Batch-norm statistics summed over the ranks of a run.
@@ -149,13 +155,16 @@ impl Trainer {
         vars.into_iter().map(|(_, v)| v.clone()).collect()
     }
 
-    /// Stops the run if the replicas' weights differ: every rank hashes the bits of
-    /// all its variables and the ranks compare the hashes.
+    /// Stops the run if the replicas' parameters differ: every rank hashes the bits of
+    /// all its trainable variables and the ranks compare the hashes. (Batch-norm running
+    /// statistics are left out: without `sync_bn` each rank's follow its own samples,
+    /// and rank 0's are the ones saved.)
     fn check_replicas(&self) -> Result<()> {
         if self.comm.world_size() == 1 {
             return Ok(());
         }
-        let hash = weights_hash(&self.all_vars())?;
+        let vars: Vec<Var> = self.params.iter().map(|p| p.var.clone()).collect();
+        let hash = weights_hash(&vars)?;
         // Four 16-bit pieces, each exact in an f32.
         let pieces: Vec<f32> = (0..4)
             .map(|i| ((hash >> (16 * i)) & 0xffff) as f32)
@@ -163,14 +172,11 @@ impl Trainer {
         let all = self.comm.all_gather(&pieces)?;
         match all.chunks(4).position(|theirs| theirs != pieces.as_slice()) {
             None => Ok(()),
-            Some(rank) => Err(TrainError::config(
-                "dist",
-                format!(
-                    "replicas diverged by step {}: rank {rank}'s weights differ from rank {}'s",
-                    self.step,
-                    self.comm.rank()
-                ),
-            )),
+            Some(rank) => Err(TrainError::Dist(selfsup_dist::DistError::Usage(format!(
+                "replicas diverged by step {}: rank {rank}'s weights differ from rank {}'s",
+                self.step,
+                self.comm.rank()
+            )))),
         }
     }
 
@@ -380,8 +386,8 @@ impl Trainer {
             cfg.seed,
         )?
         .sharded(comm.rank(), world)?;
-        let _sync_bn = (cfg.distributed.sync_bn && world > 1)
-            .then(|| sync_batch_norm(Arc::new(RankSums(comm.clone()))));
+        let _sync_bn =
+            (cfg.distributed.sync_bn && world > 1).then(|| sync_batch_norm_over(comm.clone()));
         let vars: Vec<Var> = self.params.iter().map(|p| p.var.clone()).collect();
         let per_epoch = loader.batches_per_epoch();
         let total = (cfg.epochs * per_epoch).min(cfg.max_steps.unwrap_or(usize::MAX));
