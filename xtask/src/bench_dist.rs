@@ -7,10 +7,12 @@ use anyhow::{bail, Context, Result};
 use std::process::Command;
 
 /// Parameters of torchvision's ResNet-18 (ImageNet head): the gradient all-reduced.
-pub const RESNET18_PARAMS: usize = 11_689_512;
+#[cfg(feature = "mpi")]
+const RESNET18_PARAMS: usize = 11_689_512;
 /// Ranks the benchmark runs on.
 const RANKS: usize = 2;
 /// Images per rank in the timed SimCLR steps.
+#[cfg(feature = "mpi")]
 const BATCH: usize = 128;
 
 /// Measures as a rank of an MPI launch, or launches the ranks.
