@@ -1,4 +1,4 @@
-//! Runs `examples/collectives.rs` under `mpirun` (feature `mpi`): the collectives on
+//! Runs `src/bin/mpi_selftest.rs` under `mpirun` (feature `mpi`): the collectives on
 //! 1, 2 and 3 ranks, and what happens when rank 1 is killed or stalls.
 //!
 //! Needs `mpirun` on `PATH` (Debian/Ubuntu: `openmpi-bin`); see `support/mpirun.rs`
@@ -9,66 +9,16 @@
 #[path = "support/mpirun.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 use support::{open_mpi, Run};
 
-/// The example, built (once per test process) with the cargo that runs the tests, in
-/// the profile `cargo test` builds examples with (so usually already fresh); its path
-/// is taken from cargo's own report, whatever the target directory.
+/// The self-check binary, which `cargo test` builds with these tests.
 fn example() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let profile = if cfg!(debug_assertions) {
-            "--profile=test"
-        } else {
-            "--release"
-        };
-        let out = Command::new(env!("CARGO"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "-p", "selfsup-dist", "--features", "mpi", profile])
-            .args(["--example", "collectives", "--message-format=json"])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo to build the collectives example");
-        assert!(
-            out.status.success(),
-            "building the collectives example failed"
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
-            .filter(|l| {
-                l.contains(r#""kind":["example"]"#) && l.contains(r#""name":"collectives""#)
-            })
-            .find_map(|l| json_string_after(l, r#""executable":""#))
-            .map(PathBuf::from)
-            .expect("cargo reported no executable for the collectives example")
-    })
+    Path::new(env!("CARGO_BIN_EXE_mpi-selftest"))
 }
 
-/// The JSON string that follows `key` in `line` (`key` ends with its opening quote).
-fn json_string_after(line: &str, key: &str) -> Option<String> {
-    let rest = &line[line.find(key)? + key.len()..];
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => out.push(match chars.next()? {
-                'n' => '\n',
-                't' => '\t',
-                other => other, // `\\`, `\"`, `\/`; paths hold no other escapes
-            }),
-            c => out.push(c),
-        }
-    }
-    None
-}
-
-/// [`support::mpirun`] of the example.
+/// [`support::mpirun`] of the self-check.
 fn mpirun(np: usize, extra: &[&str], args: &[&str], bound: Duration) -> Run {
     support::mpirun(example(), np, extra, args, bound)
 }

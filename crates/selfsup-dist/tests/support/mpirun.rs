@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Whether `mpirun` is Open MPI's (which the flags and some expected messages are).
@@ -56,8 +56,12 @@ impl Run {
 }
 
 /// Runs `program` on `np` ranks with `args` (and `extra` mpirun flags), killing
-/// `mpirun` and its ranks (its process group) if it runs longer than `bound`.
+/// `mpirun` and its ranks (its process group) if it runs longer than `bound`. One
+/// launch at a time per test process: Open MPI's launchers race to create their
+/// session folder (`/tmp/ompi.<host>.<uid>`), and one that loses fails in `orte_init`.
 pub fn mpirun(program: &Path, np: usize, extra: &[&str], args: &[&str], bound: Duration) -> Run {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut cmd = Command::new("mpirun");
     if open_mpi() {
         cmd.args(["--allow-run-as-root", "--oversubscribe"])

@@ -1,8 +1,9 @@
-//! Checks the MPI communicator's collectives; run under `mpirun`:
+//! Checks the MPI communicator's collectives; run under `mpirun` (the tests in
+//! `tests/mpi.rs` do):
 //!
 //! ```text
-//! cargo build -p selfsup-dist --features mpi --example collectives
-//! mpirun --allow-run-as-root --oversubscribe -np 3 target/debug/examples/collectives
+//! cargo build -p selfsup-dist --features mpi --bin mpi-selftest
+//! mpirun --allow-run-as-root --oversubscribe -np 3 target/debug/mpi-selftest
 //! ```
 //!
 //! Modes (first argument):
