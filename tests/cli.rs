@@ -145,6 +145,18 @@ fn negative_learning_rate_is_refused() {
 }
 
 #[test]
+fn bad_data_parallel_settings_are_named() {
+    assert_clean_error(
+        &xtask(&["pretrain", "--dist", "gloo"]),
+        &["--dist gloo", "none or mpi"],
+    );
+    assert_clean_error(
+        &xtask(&["pretrain", "--dist", "mpi", "--dist-timeout", "0"]),
+        &["--dist-timeout", "positive"],
+    );
+}
+
+#[test]
 fn unknown_method_and_encoder_are_named() {
     assert_clean_error(
         &xtask(&["pretrain", "--method", "byol2"]),
