@@ -90,6 +90,27 @@ pub fn mean_scalar(comm: &dyn Communicator, value: f32) -> Result<f32> {
     Ok(buf[0])
 }
 
+/// Every rank's `indices` (all as many), concatenated in rank order: the dataset
+/// indices of the global batch.
+///
+/// # Errors
+/// For an index of 2²⁴ or more (it travels as an exact `f32`), or on a collective's
+/// failure or timeout.
+pub fn all_gather_indices(comm: &dyn Communicator, indices: &[usize]) -> Result<Vec<usize>> {
+    const EXACT: usize = 1 << f32::MANTISSA_DIGITS;
+    if let Some(&big) = indices.iter().find(|&&i| i >= EXACT) {
+        return Err(DistError::Usage(format!(
+            "index {big} is too large to gather (at most {EXACT} samples)"
+        )));
+    }
+    let local: Vec<f32> = indices.iter().map(|&i| i as f32).collect();
+    Ok(comm
+        .all_gather(&local)?
+        .into_iter()
+        .map(|i| i as usize)
+        .collect())
+}
+
 /// Every rank's rows of `x` `(n, ...)`, concatenated in rank order `(world·n, ...)`,
 /// for a loss over the global batch (SimCLR's negatives from every rank).
 ///
@@ -215,6 +236,21 @@ mod tests {
             .unwrap();
         let g = grads.get(&x).unwrap().flatten_all().unwrap();
         assert_eq!(g.to_vec1::<f32>().unwrap(), [9.0, 12.0]); // 3 × [3, 4]
+    }
+
+    #[test]
+    fn indices_gather_in_rank_order_and_huge_ones_are_refused() {
+        let comm = Pretend {
+            rank: 0,
+            world: 2,
+            skew: 0.0,
+            others: Mutex::new(vec![vec![7.0, 9.0]]),
+        };
+        assert_eq!(
+            all_gather_indices(&comm, &[3, 16_000_000]).unwrap(),
+            [3, 16_000_000, 7, 9]
+        );
+        assert!(all_gather_indices(&comm, &[1 << 24]).is_err());
     }
 
     #[test]

@@ -223,6 +223,12 @@ impl Trainer {
         self.method.encoder()
     }
 
+    /// The method's own state (memory banks, queues, key encoders, side networks), as
+    /// saved in checkpoints.
+    pub fn method_state(&self) -> Vec<(String, candle_core::Tensor)> {
+        self.method.state()
+    }
+
     /// All model variables (encoder under `encoder.`, heads under their own prefixes).
     pub fn varmap(&self) -> &VarMap {
         &self.varmap

@@ -135,6 +135,13 @@ fn rotation_on_two_ranks_with_sync_bn_matches_one_process_at_twice_the_batch() {
 }
 
 #[test]
+fn npid_shares_its_memory_bank_and_matches_one_process_at_twice_the_batch() {
+    if have_fashion_mnist() {
+        check_equivalence("npid");
+    }
+}
+
+#[test]
 fn methods_that_share_state_across_samples_refuse_to_run_data_parallel() {
     if !have_fashion_mnist() {
         return;

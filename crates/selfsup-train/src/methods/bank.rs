@@ -5,7 +5,10 @@ use crate::{Result, TrainError};
 use candle_core::{DType, Device, Tensor};
 use selfsup_contrastive::{info_nce, nce, nce_log_normaliser, MemoryBank};
 use selfsup_data::Rng;
+use selfsup_dist::tensor::{all_gather_indices, all_gather_rows};
+use selfsup_dist::{Communicator, SingleProcess};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// RNG stream of negative sampling, kept apart from augmentation (keyed by epoch).
 const NEGATIVES_STREAM: u64 = 0x4E45_4741;
@@ -55,6 +58,11 @@ pub(super) fn state_counter(
 /// the slots that are not the batch's own, from a stream keyed by (seed, step), so a
 /// resumed run draws exactly what an uninterrupted one would. NPID draws K per sample;
 /// sharing them makes the negatives one `(K, D)` matrix and the logits one matmul.
+///
+/// In a data-parallel run ([`BankObjective::join_group`]) every rank keeps the whole
+/// bank: the negatives avoid the global batch's slots, NCE's normaliser comes from the
+/// global first batch, and every rank writes every rank's features, so the banks stay
+/// identical and equal to one process's at the global batch size.
 pub(super) struct BankObjective {
     bank: MemoryBank,
     loss: BankLoss,
@@ -68,6 +76,8 @@ pub(super) struct BankObjective {
     log_z: Option<f64>,
     /// This step's features, written to the bank by [`BankObjective::commit`].
     pending: Option<Tensor>,
+    /// The ranks sharing the bank.
+    group: Arc<dyn Communicator>,
 }
 
 /// Names of the objective's tensors in the checkpoint's method state.
@@ -95,7 +105,13 @@ impl BankObjective {
             steps: 0,
             log_z: None,
             pending: None,
+            group: Arc::new(SingleProcess),
         })
+    }
+
+    /// Shares the bank with the ranks of `group`.
+    pub fn join_group(&mut self, group: Arc<dyn Communicator>) {
+        self.group = group;
     }
 
     /// This step's positives (the batch's own slots) and shared negatives.
@@ -104,7 +120,8 @@ impl BankObjective {
     /// `(B, D)` and `(K, D)`.
     pub fn targets(&self, indices: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
         let mut rng = Rng::derive(self.seed, &[NEGATIVES_STREAM, self.steps]);
-        let negatives = self.bank.negatives(indices, self.negatives, &mut rng)?;
+        let global = all_gather_indices(self.group.as_ref(), indices)?;
+        let negatives = self.bank.negatives(&global, self.negatives, &mut rng)?;
         Ok((self.bank.get(indices)?, negatives))
     }
 
@@ -123,9 +140,14 @@ impl BankObjective {
                 let n = self.bank.len();
                 let log_z = match self.log_z {
                     Some(z) => z,
-                    None => *self
-                        .log_z
-                        .insert(nce_log_normaliser(q, positives, negatives, t, n)?),
+                    None => {
+                        let group = self.group.as_ref();
+                        let q = all_gather_rows(group, &q.detach())?;
+                        let positives = all_gather_rows(group, &positives.detach())?;
+                        *self
+                            .log_z
+                            .insert(nce_log_normaliser(&q, &positives, negatives, t, n)?)
+                    }
                 };
                 nce(q, positives, negatives, t, log_z, n)
             }
@@ -143,7 +165,10 @@ impl BankObjective {
         let Some(features) = self.pending.take() else {
             candle_core::bail!("memory bank: a step ended without a loss for its batch")
         };
-        self.bank.update(indices, &features, self.momentum)?;
+        let group = self.group.as_ref();
+        let features = all_gather_rows(group, &features)?;
+        let indices = all_gather_indices(group, indices)?;
+        self.bank.update(&indices, &features, self.momentum)?;
         self.steps += 1;
         Ok(())
     }

@@ -2,7 +2,6 @@
 //! Discrimination"): every image is its own class, represented by a running average
 //! of its features in a memory bank.
 use super::bank::BankObjective;
-use super::not_data_parallel;
 use super::simclr::simclr_views;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
@@ -50,8 +49,10 @@ impl Method for Npid {
         "npid"
     }
 
-    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
-        not_data_parallel("npid", "memory bank")
+    /// The loss is a mean over samples; the bank is shared (see [`BankObjective`]).
+    fn join_group(&mut self, comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        self.objective.join_group(comm);
+        Ok(())
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {
