@@ -78,7 +78,7 @@ impl Method for Pirl {
     }
 
     /// Refused until two ranks match one process: with the bank shared as NPID shares
-    /// it, they still differ by 1.2e-2 after 20 steps (NPID: 1.7e-7).
+    /// it, they agree for two steps, then drift to 1.2e-2 by step 20 (NPID: 1.7e-7).
     fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
         not_data_parallel("pirl", "jigsaw branch")
     }
