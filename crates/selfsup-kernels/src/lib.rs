@@ -65,4 +65,4 @@ pub use im2col::{col2im, im2col, ConvGeometry};
 pub use max_pool::max_pool2d;
 pub use relu::relu;
 pub use sgemm::sgemm;
-pub use sync::{batch_norm_world, sync_batch_norm, StatsReducer, SyncGuard};
+pub use sync::{batch_norm_world, sync_batch_norm, unsync_batch_norm, StatsReducer, SyncGuard};

@@ -49,6 +49,14 @@ pub fn sync_batch_norm(group: Arc<dyn StatsReducer>) -> SyncGuard {
     SyncGuard { previous }
 }
 
+/// Turns synchronisation off on this thread while the returned guard lives, for a
+/// forward pass that already sees every rank's samples (MoCo's keys of the gathered
+/// batch).
+pub fn unsync_batch_norm() -> SyncGuard {
+    let previous = GROUP.with(|g| g.borrow_mut().take());
+    SyncGuard { previous }
+}
+
 /// The group batch norm is synchronised over on this thread, if any.
 pub(crate) fn current_group() -> Option<Arc<dyn StatsReducer>> {
     GROUP.with(|g| g.borrow().clone())
@@ -183,6 +191,11 @@ mod tests {
         });
         {
             let _on = sync_batch_norm(group);
+            assert_eq!(batch_norm_world(), 3);
+            {
+                let _off = unsync_batch_norm();
+                assert_eq!(batch_norm_world(), 1);
+            }
             assert_eq!(batch_norm_world(), 3);
         }
         assert_eq!(batch_norm_world(), 1);

@@ -142,12 +142,19 @@ fn npid_shares_its_memory_bank_and_matches_one_process_at_twice_the_batch() {
 }
 
 #[test]
+fn moco_shares_its_queue_and_matches_one_process_at_twice_the_batch() {
+    if have_fashion_mnist() {
+        check_equivalence("moco");
+    }
+}
+
+#[test]
 fn methods_that_share_state_across_samples_refuse_to_run_data_parallel() {
     if !have_fashion_mnist() {
         return;
     }
     let cfg = TrainConfig {
-        method: "moco".into(),
+        method: "pirl".into(),
         distributed: selfsup_train::dist_config::DistConfig {
             world_size: 2,
             ..Default::default()
@@ -164,7 +171,7 @@ fn methods_that_share_state_across_samples_refuse_to_run_data_parallel() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("moco does not run data-parallel yet"), "{err}");
+    assert!(err.contains("pirl does not run data-parallel yet"), "{err}");
     // A group of another size than the config's is refused before any collective.
     let err = Trainer::new(cfg, dir.path(), &Device::Cpu)
         .unwrap()

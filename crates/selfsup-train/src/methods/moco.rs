@@ -3,7 +3,6 @@
 //! Learning"): queries are matched to keys from a slowly moving momentum encoder,
 //! against a queue of earlier keys as negatives.
 use super::bank::{check_negatives, counter_tensor, state_counter, state_tensor};
-use super::not_data_parallel;
 use super::simclr::simclr_views;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
@@ -13,8 +12,10 @@ use candle_core::{Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 use selfsup_contrastive::{cosine_momentum, info_nce, MomentumEncoder, ProjectionHead, Queue};
 use selfsup_data::{Batch, Rng, SimclrViews, ViewRecipe};
-use selfsup_dist::Communicator;
+use selfsup_dist::tensor::all_gather_rows;
+use selfsup_dist::{Communicator, SingleProcess};
 use selfsup_encoders::{seeded_var_builder, Encoder};
+use selfsup_kernels::unsync_batch_norm;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -56,6 +57,10 @@ impl Branch {
 ///   leak which key belongs to which query. On one device the key batch is shuffled
 ///   and split into `contrastive.key_bn_groups` groups that batch norm normalises
 ///   separately, then unshuffled; the query batch is normalised as a whole.
+/// - Data-parallel: every rank gathers the key views of the global batch and computes
+///   all its keys (the key forward, without gradients, is repeated on every rank), so
+///   that the shuffle and its groups are one process's; each query meets its own key,
+///   and every rank enqueues all keys, keeping the queues identical.
 pub struct Moco {
     query: Branch,
     key: Branch,
@@ -68,9 +73,15 @@ pub struct Moco {
     groups: usize,
     seed: u64,
     steps: u64,
-    total_steps: usize,
-    /// This step's keys, enqueued in [`Method::after_step`].
+    /// Passes and step limit, for the cosine schedule's length.
+    epochs: usize,
+    max_steps: Option<usize>,
+    /// Images in the training split, and per (global) batch.
+    images: usize,
+    batch: usize,
+    /// This step's keys (the global batch's), enqueued in [`Method::after_step`].
     pending: Option<Tensor>,
+    group: Arc<dyn Communicator>,
 }
 
 impl Moco {
@@ -100,8 +111,6 @@ impl Moco {
             cfg.seed ^ SHUFFLE_STREAM,
             device,
         )?;
-        let per_epoch = data.images / cfg.batch_size.max(1);
-        let total_steps = (cfg.epochs * per_epoch).min(cfg.max_steps.unwrap_or(usize::MAX));
         Ok(Self {
             query,
             key,
@@ -114,8 +123,12 @@ impl Moco {
             groups: c.key_bn_groups,
             seed: cfg.seed,
             steps: 0,
-            total_steps,
+            epochs: cfg.epochs,
+            max_steps: cfg.max_steps,
+            images: data.images,
+            batch: cfg.batch_size.max(1),
             pending: None,
+            group: Arc::new(SingleProcess),
         })
     }
 
@@ -146,7 +159,11 @@ impl Moco {
 
     fn momentum(&self) -> f64 {
         match self.cosine {
-            true => cosine_momentum(self.key_momentum, self.steps as usize, self.total_steps),
+            true => {
+                let per_epoch = self.images / (self.batch * self.group.world_size());
+                let total = (self.epochs * per_epoch).min(self.max_steps.unwrap_or(usize::MAX));
+                cosine_momentum(self.key_momentum, self.steps as usize, total)
+            }
             false => self.key_momentum,
         }
     }
@@ -157,8 +174,9 @@ impl Method for Moco {
         "moco"
     }
 
-    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
-        not_data_parallel("moco", "key queue and momentum encoder")
+    fn join_group(&mut self, comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        self.group = comm;
+        Ok(())
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {
@@ -170,9 +188,19 @@ impl Method for Moco {
             candle_core::bail!("MoCo expects 2 views per image, got {}", batch.views.len())
         };
         let q = self.query.forward(v0)?;
-        let k = self.keys(v1)?;
+        let keys = match self.group.world_size() {
+            1 => self.keys(v1)?,
+            _ => {
+                let all = all_gather_rows(self.group.as_ref(), &v1.detach())?;
+                // This forward already sees every rank's samples.
+                let _own = unsync_batch_norm();
+                self.keys(&all)?
+            }
+        };
+        let n = v1.dim(0)?;
+        let k = keys.narrow(0, self.group.rank() * n, n)?;
         let loss = info_nce(&q, &k, self.queue.keys(), self.temperature)?;
-        self.pending = Some(k);
+        self.pending = Some(keys);
         Ok(loss)
     }
 
