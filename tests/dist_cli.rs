@@ -24,18 +24,24 @@ fn have_fashion_mnist() -> bool {
     found
 }
 
-/// The model variables of `run`'s latest checkpoint.
+/// The model variables of `run`'s latest checkpoint, with the method's memory bank or
+/// key queue if it has one.
 fn model(run: &Path) -> HashMap<String, Tensor> {
     let dir = latest_checkpoint(run).unwrap().unwrap();
-    load_checkpoint(&dir, &Device::Cpu).unwrap().model
+    let ckpt = load_checkpoint(&dir, &Device::Cpu).unwrap();
+    let mut tensors = ckpt.model;
+    for (name, t) in ckpt.method {
+        if name == "bank.slots" || name == "queue.keys" {
+            tensors.insert(name, t);
+        }
+    }
+    tensors
 }
 
-/// `pretrain` flags of a 20-step SimCLR run of the tiny model at batch `batch`.
-fn simclr(out: &Path, batch: &str) -> Vec<String> {
+/// `pretrain` flags of a 20-step run of `method` on the tiny model at batch `batch`.
+fn tiny_run(method: &str, out: &Path, batch: &str) -> Vec<String> {
     let flags = [
         "pretrain",
-        "--method",
-        "simclr",
         "--width",
         "4",
         "--max-steps",
@@ -45,6 +51,8 @@ fn simclr(out: &Path, batch: &str) -> Vec<String> {
         "--checkpoint-every",
         "100",
         "--no-eval",
+        "--method",
+        method,
         "--batch-size",
         batch,
         "--out",
@@ -56,11 +64,27 @@ fn simclr(out: &Path, batch: &str) -> Vec<String> {
 
 #[test]
 fn simclr_on_two_mpi_ranks_with_sync_bn_matches_one_process_at_twice_the_batch() {
+    check_equivalence("simclr");
+}
+
+#[test]
+fn moco_queue_on_two_mpi_ranks_matches_one_process_at_twice_the_batch() {
+    check_equivalence("moco");
+}
+
+#[test]
+fn npid_bank_on_two_mpi_ranks_matches_one_process_at_twice_the_batch() {
+    check_equivalence("npid");
+}
+
+/// 20 steps of `method` on 2 MPI ranks at batch 8 with sync BN, replicas compared
+/// every step, against one process at batch 16: weights (and bank or queue) agree.
+fn check_equivalence(method: &str) {
     if !have_fashion_mnist() {
         return;
     }
     let (two, one) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut args = simclr(two.path(), "8");
+    let mut args = tiny_run(method, two.path(), "8");
     args.extend(["--dist", "mpi", "--sync-bn", "--check-replicas-every", "1"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let exe = Path::new(env!("CARGO_BIN_EXE_xtask"));
@@ -70,7 +94,7 @@ fn simclr_on_two_mpi_ranks_with_sync_bn_matches_one_process_at_twice_the_batch()
         "{}",
         run.describe()
     );
-    let single: Vec<String> = simclr(one.path(), "16");
+    let single: Vec<String> = tiny_run(method, one.path(), "16");
     let out = xtask(&single.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.status.success(),
@@ -102,9 +126,12 @@ fn simclr_on_two_mpi_ranks_with_sync_bn_matches_one_process_at_twice_the_batch()
         );
     }
     let rel = (diff2 / norm2).sqrt();
-    eprintln!("2 MPI ranks vs 1 process: ‖Δθ‖/‖θ‖ = {rel:.2e} after 20 steps");
+    eprintln!("{method}: 2 MPI ranks vs 1 process: ‖Δθ‖/‖θ‖ = {rel:.2e} after 20 steps");
     // Equal up to rounding (see crates/selfsup-train/tests/data_parallel.rs).
-    assert!(rel < 1e-5, "2 ranks differ from one process by {rel}");
+    assert!(
+        rel < 1e-5,
+        "{method}: 2 ranks differ from one process by {rel}"
+    );
 }
 
 /// The pid of the process whose environment says it is MPI rank `rank` and whose
