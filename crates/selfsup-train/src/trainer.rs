@@ -180,11 +180,6 @@ impl Trainer {
         }
     }
 
-    /// Whether this process writes the run's files: the only one, or rank 0.
-    pub fn is_leader(&self) -> bool {
-        self.comm.is_leader()
-    }
-
     /// Continues from the run's latest checkpoint, if there is one; returns its step.
     ///
     /// # Errors
