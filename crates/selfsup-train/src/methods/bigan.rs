@@ -3,7 +3,6 @@
 //! images, and a discriminator tells `(x, E(x))` from `(G(z), z)`. At the optimum E
 //! inverts G; the representation is E.
 use super::latents::Latents;
-use super::not_data_parallel;
 use super::samples::{keep, write_rows};
 use super::side::{SideNet, GAN_BETAS};
 use super::{encoder_kind, DataShape, Normalization};
@@ -92,8 +91,13 @@ impl Method for Bigan {
         "bigan"
     }
 
-    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
-        not_data_parallel("bigan", "discriminator (a second network)")
+    /// The discriminator's gradients are averaged like the run's; each rank draws its rows
+    /// of the global batch's codes.
+    fn join_group(&mut self, comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        self.latents.shard(comm.rank(), comm.world_size());
+        self.discriminator
+            .join_group(comm)
+            .map_err(|e| e.to_string())
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

@@ -4,7 +4,6 @@
 //! discriminator; the representation is the discriminator's features, as the
 //! paper evaluated it.
 use super::latents::Latents;
-use super::not_data_parallel;
 use super::samples::{keep, write_rows, SHOWN};
 use super::side::{SideNet, GAN_BETAS};
 use super::{encoder_kind, DataShape, Normalization};
@@ -110,8 +109,11 @@ impl Method for Dcgan {
         "dcgan"
     }
 
-    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
-        not_data_parallel("dcgan", "generator (a second network)")
+    /// The generator's gradients are averaged like the run's; each rank draws its rows
+    /// of the global batch's codes.
+    fn join_group(&mut self, comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        self.latents.shard(comm.rank(), comm.world_size());
+        self.generator.join_group(comm).map_err(|e| e.to_string())
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

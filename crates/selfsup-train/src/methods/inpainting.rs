@@ -2,7 +2,7 @@
 //! Inpainting"): hide part of the image, encode the rest, decode the whole image
 //! and score the hidden region, with a higher weight on its overlap border.
 use super::side::{SideNet, GAN_BETAS};
-use super::{encoder_kind, not_data_parallel, DataShape};
+use super::{encoder_kind, DataShape};
 use crate::config::{MaskKind, TrainConfig};
 use crate::method::{Method, PretextMetric, PretextTally, ENCODER_PREFIX};
 use crate::{Result, TrainError};
@@ -195,10 +195,11 @@ impl Method for Inpainting {
         "inpainting"
     }
 
-    /// Without the adversarial loss, the reconstruction loss is a mean over samples.
-    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
-        match self.adversary {
-            Some(_) => not_data_parallel("inpainting", "adversarial discriminator"),
+    /// The losses are means over samples; the adversary's gradients are averaged
+    /// like the run's.
+    fn join_group(&mut self, comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        match self.adversary.as_mut() {
+            Some(adv) => adv.side.join_group(comm).map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }

@@ -12,11 +12,14 @@ const DRAW_KEY: u64 = 0x6c61_7465_6e74_7300;
 const FIXED_KEY: u64 = 0x6669_7865_6400_0000;
 
 /// Draws `dim`-long codes from N(0, 1), the `i`-th draw from a stream derived
-/// from `(seed, i)`.
+/// from `(seed, i)`. In a data-parallel run each rank takes its own rows of the
+/// global batch's draw, so the ranks' codes together are one process's.
 pub(crate) struct Latents {
     seed: u64,
     pub(crate) dim: usize,
     draws: u32,
+    /// This rank and the number of ranks.
+    shard: (usize, usize),
     /// `draws` as a one-element tensor, for [`Latents::state`].
     saved: Tensor,
 }
@@ -27,16 +30,23 @@ impl Latents {
             seed,
             dim,
             draws: 0,
+            shard: (0, 1),
             saved: Tensor::new(&[0u32], &Device::Cpu)?,
         })
     }
 
-    /// The next `n` codes, `(n, dim)`.
+    /// Takes rows `rank·n..(rank + 1)·n` of every global draw of `world·n` codes.
+    pub(crate) fn shard(&mut self, rank: usize, world: usize) {
+        self.shard = (rank, world);
+    }
+
+    /// The next `n` codes, `(n, dim)`: this rank's share of the global batch's.
     pub(crate) fn draw(&mut self, n: usize, device: &Device) -> candle_core::Result<Tensor> {
         let mut rng = Rng::derive(self.seed, &[DRAW_KEY, u64::from(self.draws)]);
         self.draws = self.draws.wrapping_add(1);
         self.saved = Tensor::new(&[self.draws], &Device::Cpu)?;
-        gaussian_latents(&mut rng, n, self.dim, device)
+        let (rank, world) = self.shard;
+        gaussian_latents(&mut rng, n * world, self.dim, device)?.narrow(0, rank * n, n)
     }
 
     /// The same `n` codes every time: the sample grid shows how they evolve.

@@ -69,14 +69,6 @@ pub const METHODS: &[&str] = &[
 /// The methods that learn from video clips (`video:<path>` or `moving-fmnist`).
 pub const VIDEO_METHODS: &[&str] = &["shuffle-learn", "odd-one-out", "next-frame"];
 
-/// The refusal of a method whose `what` is not yet shared across the ranks of a
-/// data-parallel run.
-pub(crate) fn not_data_parallel(method: &str, what: &str) -> std::result::Result<(), String> {
-    Err(format!(
-        "{method} does not run data-parallel yet: its {what} is not shared across ranks"
-    ))
-}
-
 /// What a method needs to know about the data to build itself.
 #[derive(Clone, Copy, Debug)]
 pub struct DataShape {

@@ -4,7 +4,6 @@
 //! transformation instead of predicting it.
 use super::bank::BankObjective;
 use super::jigsaw::jigsaw_tiles;
-use super::not_data_parallel;
 use super::simclr::simclr_views;
 use super::{encoder_kind, DataShape};
 use crate::config::TrainConfig;
@@ -77,10 +76,11 @@ impl Method for Pirl {
         "pirl"
     }
 
-    /// Refused until two ranks match one process: with the bank shared as NPID shares
-    /// it, they agree for two steps, then drift to 1.2e-2 by step 20 (NPID: 1.7e-7).
-    fn join_group(&mut self, _comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
-        not_data_parallel("pirl", "jigsaw branch")
+    /// Both losses are means over samples; the bank is shared as NPID shares it (see
+    /// [`BankObjective`]).
+    fn join_group(&mut self, comm: Arc<dyn Communicator>) -> std::result::Result<(), String> {
+        self.objective.join_group(comm);
+        Ok(())
     }
 
     fn views(&self) -> Arc<dyn ViewRecipe> {

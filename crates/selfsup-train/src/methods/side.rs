@@ -5,20 +5,25 @@ use crate::optim::{trainable_params, AdamW, Optimizer};
 use crate::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use selfsup_dist::tensor::{average_gradients, broadcast_vars, mean_scalar, BUCKET_ELEMS};
+use selfsup_dist::{Communicator, SingleProcess};
 use selfsup_encoders::seeded_var_builder;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// DCGAN's Adam betas (Radford et al. 2016), which GAN recipes keep.
 pub(crate) const GAN_BETAS: (f64, f64) = (0.5, 0.999);
 
 /// `net`, with its variables in a `VarMap` of its own and its own Adam, so that the
 /// run's optimizer never sees them. Its variables and optimizer state are saved
-/// under `{name}.var.` and `{name}.opt.` in the method's state.
+/// under `{name}.var.` and `{name}.opt.` in the method's state. In a data-parallel
+/// run its gradients are averaged over the ranks, as the run's are.
 pub(crate) struct SideNet<N> {
     pub(crate) net: N,
     name: &'static str,
     varmap: VarMap,
     optimizer: AdamW,
+    group: Arc<dyn Communicator>,
 }
 
 impl<N> SideNet<N> {
@@ -38,18 +43,44 @@ impl<N> SideNet<N> {
             name,
             varmap,
             optimizer,
+            group: Arc::new(SingleProcess),
         })
     }
 
-    /// One Adam step of the side network on `loss` at `lr`, returning the loss. A
-    /// non-finite loss is returned without a step. Gradients that `loss` sends to
-    /// other variables (the run's) are dropped.
+    /// Joins the ranks of a data-parallel run: every rank takes rank 0's weights, and
+    /// each step averages the gradients over `group`.
+    ///
+    /// # Errors
+    /// On a collective's failure or timeout.
+    pub(crate) fn join_group(&mut self, group: Arc<dyn Communicator>) -> candle_core::Result<()> {
+        let vars: Vec<Var> = self.vars().into_iter().map(|(_, v)| v).collect();
+        broadcast_vars(group.as_ref(), &vars, 0)?;
+        self.group = group;
+        Ok(())
+    }
+
+    /// One Adam step of the side network on `loss` at `lr`, returning the loss (its
+    /// mean over the ranks). A non-finite loss, on any rank, is returned without a
+    /// step. Gradients that `loss` sends to other variables (the run's) are dropped.
     pub(crate) fn step(&mut self, loss: &Tensor, lr: f64) -> candle_core::Result<Option<f32>> {
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let value = mean_scalar(self.group.as_ref(), value)?;
         if value.is_finite() {
-            self.optimizer.step(&loss.backward()?, lr)?;
+            let mut grads = loss.backward()?;
+            let vars = self.optimizer_vars();
+            average_gradients(self.group.as_ref(), &vars, &mut grads, BUCKET_ELEMS)?;
+            self.optimizer.step(&grads, lr)?;
         }
         Ok(Some(value))
+    }
+
+    /// The variables the optimizer updates (running statistics excluded), sorted by
+    /// name, so that every rank reduces them in the same order.
+    fn optimizer_vars(&self) -> Vec<Var> {
+        trainable_params(&self.varmap, &[])
+            .into_iter()
+            .map(|p| p.var)
+            .collect()
     }
 
     /// The variables (running statistics included), sorted by name.
