@@ -198,6 +198,15 @@ fn bigan_averages_its_discriminator_and_matches_one_process_at_twice_the_batch()
 }
 
 #[test]
+fn inpainting_averages_its_adversary_and_matches_one_process_at_twice_the_batch() {
+    if have_fashion_mnist() {
+        let mut cfg = tiny_for("inpainting");
+        cfg.pretext.adversarial_weight = 0.5;
+        check_equivalence_of(cfg);
+    }
+}
+
+#[test]
 fn a_group_of_another_size_than_the_config_is_refused_before_any_collective() {
     if !have_fashion_mnist() {
         return;
