@@ -50,6 +50,9 @@ pub struct ContrastiveConfig {
     pub key_bn_groups: usize,
     /// PIRL's λ, the weight of the jigsaw branch's loss (1 − λ goes to the image branch).
     pub pirl_weight: f64,
+    /// Cut PIRL's jigsaw tiles from a second augmented view of the image rather than
+    /// from the image itself.
+    pub pirl_tiles_from_view: bool,
 }
 
 impl Default for ContrastiveConfig {
@@ -62,6 +65,7 @@ impl Default for ContrastiveConfig {
             key_momentum_cosine: false,
             key_bn_groups: 4,
             pirl_weight: 0.5,
+            pirl_tiles_from_view: false,
         }
     }
 }

@@ -53,6 +53,7 @@ impl Pirl {
         let views = PirlViews {
             image: simclr_views(cfg, data.size, 1),
             tiles,
+            tiles_from_view: cfg.contrastive.pirl_tiles_from_view,
         };
         views.validate()?;
         let encoder = encoder_kind(cfg)?.build(data.channels, vb.pp(ENCODER_PREFIX))?;
