@@ -75,8 +75,18 @@ impl BatchNorm2d {
         } else {
             batch_norm_train
         };
-        let (out, mean, var) = bn(x, &self.weight, &self.bias, BN_EPS)?;
-        let (n, _, h, w) = x.dims4()?;
+        self.train_with(|weight, bias, eps, _| bn(x, weight, bias, eps))
+    }
+
+    /// Training mode through `normalize(weight, bias, eps, relu)`, which returns the
+    /// output and the batch's mean and biased variance (batch norm alone, or fused
+    /// with the convolution before it); the running statistics follow the batch's.
+    pub(crate) fn train_with(
+        &self,
+        normalize: impl FnOnce(&Tensor, &Tensor, f64, bool) -> Result<(Tensor, Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let (out, mean, var) = normalize(&self.weight, &self.bias, BN_EPS, self.relu)?;
+        let (n, _, h, w) = out.dims4()?;
         let m = (n * h * w * batch_norm_world()) as f64;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let ema = |running: &Var, batch: Tensor| -> Result<()> {

@@ -7,7 +7,7 @@
 use crate::batch_norm::BatchNorm2d;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use selfsup_kernels::conv2d;
+use selfsup_kernels::{conv2d, conv_bn_train};
 
 /// A square `kernel` convolution without bias (padding `kernel / 2`) followed
 /// by batch-norm and, when built [`with_relu`](Self::with_relu), a ReLU.
@@ -52,8 +52,14 @@ impl ConvBn {
     /// mode the batch statistics normalise and update the running statistics
     /// (momentum 0.1, unbiased variance, as PyTorch).
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = conv2d(x, &self.weight, self.stride, self.padding)?;
-        self.bn.forward_t(&y, train)
+        if !train {
+            let y = conv2d(x, &self.weight, self.stride, self.padding)?;
+            return self.bn.forward_t(&y, false);
+        }
+        let geometry = (self.stride, self.padding);
+        self.bn.train_with(|weight, bias, eps, relu| {
+            conv_bn_train(x, &self.weight, weight, bias, geometry, eps, relu)
+        })
     }
 }
 

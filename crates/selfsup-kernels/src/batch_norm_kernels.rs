@@ -15,7 +15,7 @@ use crate::sync::{reduce, StatsReducer};
 use std::sync::Arc;
 
 /// `(N, C, H * W)` of an `(N, C, H, W)` tensor.
-type Dims = (usize, usize, usize);
+pub(crate) type Dims = (usize, usize, usize);
 
 /// The contiguous `f32` data of a storage, for op `op`.
 pub(crate) fn contiguous_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -29,7 +29,7 @@ fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     contiguous_data(s, l, "batch norm")
 }
 
-fn dims(l: &Layout) -> Result<Dims> {
+pub(crate) fn dims(l: &Layout) -> Result<Dims> {
     let &[n, c, h, w] = l.dims() else {
         bail!("batch norm: expected (N, C, H, W), got {:?}", l.dims())
     };
@@ -126,31 +126,40 @@ impl CustomOp1 for Stats {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let _t = profile::scope("bn.stats");
-        let (x, d) = (data(s, l)?, dims(l)?);
-        let per_channel = |f: &(dyn Fn(usize) -> f64 + Sync)| -> Result<Vec<f64>> {
-            let local: Vec<f64> = (0..d.1).into_par_iter().map(f).collect();
-            match &self.sync {
-                Some(group) => reduce(group.as_ref(), &local),
-                None => Ok(local),
-            }
-        };
-        let m = ((d.0 * d.2) * world(&self.sync)).max(1) as f64;
-        let sums = per_channel(&|ci| planes(ci, d).map(|r| x[r].iter().sum::<f32>() as f64).sum())?;
-        let means: Vec<f64> = sums.iter().map(|s| s / m).collect();
-        let squares = per_channel(&|ci| {
-            let mean = means[ci];
-            planes(ci, d)
-                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                .sum()
-        })?;
-        let pairs = means
-            .iter()
-            .zip(&squares)
-            .map(|(&mean, &ss)| (mean as f32, (ss / m) as f32))
-            .collect();
+        let pairs = batch_stats(data(s, l)?, dims(l)?, &self.sync)?;
         Ok(pairs_to_storage(pairs))
     }
+}
+
+/// Mean and biased variance per channel of `x`, whose dims are `d`, over every
+/// process of `sync` when given.
+pub(crate) fn batch_stats(
+    x: &[f32],
+    d: Dims,
+    sync: &Option<Arc<dyn StatsReducer>>,
+) -> Result<Vec<(f32, f32)>> {
+    let _t = profile::scope("bn.stats");
+    let per_channel = |f: &(dyn Fn(usize) -> f64 + Sync)| -> Result<Vec<f64>> {
+        let local: Vec<f64> = (0..d.1).into_par_iter().map(f).collect();
+        match sync {
+            Some(group) => reduce(group.as_ref(), &local),
+            None => Ok(local),
+        }
+    };
+    let m = ((d.0 * d.2) * world(sync)).max(1) as f64;
+    let sums = per_channel(&|ci| planes(ci, d).map(|r| x[r].iter().sum::<f32>() as f64).sum())?;
+    let means: Vec<f64> = sums.iter().map(|s| s / m).collect();
+    let squares = per_channel(&|ci| {
+        let mean = means[ci];
+        planes(ci, d)
+            .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+            .sum()
+    })?;
+    Ok(means
+        .iter()
+        .zip(&squares)
+        .map(|(&mean, &ss)| (mean as f32, (ss / m) as f32))
+        .collect())
 }
 
 /// Processes whose samples the statistics cover.
@@ -169,6 +178,61 @@ pub(crate) struct BnTrain {
 }
 
 impl BnTrain {
+    /// The forward on `x` (dims `d`) with `(2, C)` `stats` and `affine`.
+    pub(crate) fn normalize(&self, x: &[f32], d: Dims, stats: &[f32], affine: &[f32]) -> Vec<f32> {
+        let _t = profile::scope("bn.fwd");
+        let coef = coefficients(stats, affine, d.1, self.eps);
+        let relu = self.relu;
+        par_planes(x.len(), d, |ci, at, out| {
+            let (a, b) = coef[ci];
+            for (o, &v) in out.iter_mut().zip(&x[at..]) {
+                let z = v * a + b;
+                *o = if relu { z.max(0.0) } else { z };
+            }
+        })
+    }
+
+    /// The backward from `dy`, for the forward on `x` with `stats` and `affine`: the
+    /// input gradient (when `want_dx`) and the `(2, C)` affine gradient.
+    pub(crate) fn grads(
+        &self,
+        x: &Tensor,
+        stats: &Tensor,
+        affine: &Tensor,
+        dy: &Tensor,
+        want_dx: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let dy = dy.contiguous()?;
+        let packed = Tensor::cat(&[stats, &affine.detach()], 0)?; // (4, C)
+        let sums = x.apply_op3_no_bwd(&dy, &packed, &BnGradSums(self.clone()))?;
+        // The input gradient needs the sums over every process; the parameters'
+        // gradients keep this process's share, which the trainer averages.
+        let total = match &self.sync {
+            Some(group) => {
+                let local: Vec<f64> = sums
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(f64::from)
+                    .collect();
+                let summed: Vec<f32> = reduce(group.as_ref(), &local)?
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect();
+                Tensor::from_vec(summed, sums.shape(), sums.device())?
+            }
+            None => sums.clone(),
+        };
+        let packed = Tensor::cat(&[packed, total], 0)?; // (6, C)
+        let dx = if want_dx {
+            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput(self.clone()))?)
+        } else {
+            None
+        };
+        let daffine = Tensor::stack(&[sums.get(1)?, sums.get(0)?], 0)?;
+        Ok((dx, daffine))
+    }
+
     /// Per channel, the forward's coefficients when the ReLU is fused (the
     /// backward masks `dy` with them), else `None`; `p` starts with
     /// `[stats; affine]`.
@@ -200,17 +264,8 @@ impl CustomOp3 for BnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let _t = profile::scope("bn.fwd");
         let (x, d) = (data(s1, l1)?, dims(l1)?);
-        let coef = coefficients(data(s2, l2)?, data(s3, l3)?, d.1, self.eps);
-        let relu = self.relu;
-        let y = par_planes(x.len(), d, |ci, at, out| {
-            let (a, b) = coef[ci];
-            for (o, &v) in out.iter_mut().zip(&x[at..]) {
-                let z = v * a + b;
-                *o = if relu { z.max(0.0) } else { z };
-            }
-        });
+        let y = self.normalize(x, d, data(s2, l2)?, data(s3, l3)?);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -222,34 +277,7 @@ impl CustomOp3 for BnTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let packed = Tensor::cat(&[stats, &affine.detach()], 0)?; // (4, C)
-        let sums = x.apply_op3_no_bwd(&dy, &packed, &BnGradSums(self.clone()))?;
-        // The input gradient needs the sums over every process; the parameters'
-        // gradients keep this process's share, which the trainer averages.
-        let total = match &self.sync {
-            Some(group) => {
-                let local: Vec<f64> = sums
-                    .flatten_all()?
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(f64::from)
-                    .collect();
-                let summed: Vec<f32> = reduce(group.as_ref(), &local)?
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect();
-                Tensor::from_vec(summed, sums.shape(), sums.device())?
-            }
-            None => sums.clone(),
-        };
-        let packed = Tensor::cat(&[packed, total], 0)?; // (6, C)
-        let dx = if x.track_op() {
-            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput(self.clone()))?)
-        } else {
-            None
-        };
-        let daffine = Tensor::stack(&[sums.get(1)?, sums.get(0)?], 0)?;
+        let (dx, daffine) = self.grads(x, stats, affine, dy, x.track_op())?;
         Ok((dx, None, Some(daffine)))
     }
 }

@@ -87,6 +87,18 @@ pub fn conv2d_with(
     if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return x.conv2d(w, padding, stride, 1, 1);
     }
+    let plan = plan(x, w, stride, padding, threading)?;
+    x.apply_op2(&w.contiguous()?, Conv(plan))
+}
+
+/// The plan of a convolution of `x` with the kernel `w`.
+pub(crate) fn plan(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    threading: ConvThreading,
+) -> Result<Plan> {
     let (n, c, h, wd) = x.dims4()?;
     let (o, cw, kh, kw) = w.dims4()?;
     if cw != c {
@@ -94,8 +106,7 @@ pub fn conv2d_with(
     }
     let geom = ConvGeometry::new((n, c, h, wd), (kh, kw), stride, padding)?;
     let batch_parallel = threading == ConvThreading::Batch;
-    let plan = Plan::new(geom, o, threading.min_cols(), batch_parallel);
-    x.apply_op2(&w.contiguous()?, Conv(plan))
+    Ok(Plan::new(geom, o, threading.min_cols(), batch_parallel))
 }
 
 /// 2-D transposed convolution (PyTorch's `conv_transpose2d` without output
@@ -146,7 +157,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -
 }
 
 /// The contiguous `f32` data of a storage.
-fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let Some((start, end)) = l.contiguous_offsets() else {
         bail!("conv: {what} must be contiguous")
     };
@@ -154,7 +165,7 @@ fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
 }
 
 /// Checks that a layout has the expected dims.
-fn expect_dims(l: &Layout, dims: [usize; 4], what: &str) -> Result<()> {
+pub(crate) fn expect_dims(l: &Layout, dims: [usize; 4], what: &str) -> Result<()> {
     if l.dims() != dims {
         bail!("conv: {what} has shape {:?}, expected {dims:?}", l.dims())
     }
@@ -162,11 +173,11 @@ fn expect_dims(l: &Layout, dims: [usize; 4], what: &str) -> Result<()> {
 }
 
 impl Plan {
-    fn w_dims(&self) -> [usize; 4] {
+    pub(crate) fn w_dims(&self) -> [usize; 4] {
         [self.o, self.g.c, self.g.kh, self.g.kw]
     }
 
-    fn y_dims(&self) -> [usize; 4] {
+    pub(crate) fn y_dims(&self) -> [usize; 4] {
         [self.g.n, self.o, self.g.ho, self.g.wo]
     }
 }
@@ -175,14 +186,17 @@ impl Plan {
 struct Conv(Plan);
 
 /// `(w, gy) -> dx`.
-struct ConvGradX(Plan);
+pub(crate) struct ConvGradX(pub(crate) Plan);
 
 /// `(x, gy) -> dw`.
-struct ConvGradW(Plan);
+pub(crate) struct ConvGradW(pub(crate) Plan);
 
 /// The gradient that `make` computes, if `input` takes part in autograd (candle asks
 /// for both gradients of a binary op even when one input is a constant, such as the image).
-fn if_tracked(input: &Tensor, make: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+pub(crate) fn if_tracked(
+    input: &Tensor,
+    make: impl FnOnce() -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
     input.track_op().then(make).transpose()
 }
 

@@ -43,6 +43,7 @@
 mod batch_norm;
 mod batch_norm_kernels;
 mod conv;
+mod conv_bn;
 mod conv_kernels;
 #[cfg(test)]
 mod conv_tests;
@@ -61,6 +62,7 @@ mod test_util;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_relu};
 pub use conv::{conv2d, conv2d_with, conv_transpose2d, ConvThreading};
+pub use conv_bn::conv_bn_train;
 pub use im2col::{col2im, im2col, ConvGeometry};
 pub use max_pool::max_pool2d;
 pub use relu::relu;

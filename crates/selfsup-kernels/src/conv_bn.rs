@@ -1,0 +1,239 @@
+//! Convolution followed by training-mode batch norm (Ioffe & Szegedy 2015), with the
+//! ReLU optionally fused, as one op with its own backward.
+//!
+//! Apart, the two ops cost the autograd an extra activation-sized gradient per layer:
+//! candle adds every input gradient into a fresh zero tensor, single-threaded, so the
+//! batch norm's input gradient costs a zero-fill and an add before the convolution's
+//! backward reads it. Fused, that gradient stays inside the op.
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::batch_norm::{batch_norm_train, batch_norm_train_relu};
+use crate::batch_norm_kernels::{batch_stats, BnTrain};
+use crate::conv::{conv2d, data, expect_dims, if_tracked, plan, ConvGradW, ConvGradX};
+use crate::conv_kernels::{forward, Plan};
+use crate::patches::Image;
+use crate::profile::scope;
+use crate::sync::current_group;
+use crate::ConvThreading;
+
+/// `batch_norm_train(conv2d(x, w, stride, padding), weight, bias, eps)`, followed by
+/// a ReLU when `relu`: the output and the batch's per-channel mean and biased variance.
+/// One op on the CPU (f32); on other devices, the two ops apart.
+///
+/// # Errors
+/// For inconsistent shapes, or a failing collective of synchronised batch norm.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn_train(
+    x: &Tensor,
+    w: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    (stride, padding): (usize, usize),
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let on_cpu = x.device().is_cpu()
+        && [x.dtype(), w.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 4];
+    if !on_cpu {
+        let bn = if relu {
+            batch_norm_train_relu
+        } else {
+            batch_norm_train
+        };
+        return bn(&conv2d(x, w, stride, padding)?, weight, bias, eps);
+    }
+    let plan = plan(x, w, stride, padding, ConvThreading::default())?;
+    let (o, _, _, _) = w.dims4()?;
+    if weight.dims() != [o] || bias.dims() != [o] {
+        candle_core::bail!(
+            "conv_bn_train: weight {:?} and bias {:?} must be ({o})",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let op = ConvBnTrain {
+        plan,
+        bn: BnTrain {
+            eps,
+            relu,
+            sync: current_group(),
+        },
+        saved: saved.clone(),
+    };
+    let affine = Tensor::stack(&[weight, bias], 0)?; // (2, C), tracked
+    let y = x.apply_op3(&w.contiguous()?, &affine, op)?;
+    let stats = saved
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|s: &Saved| s.stats.clone());
+    let Some(stats) = stats else {
+        candle_core::bail!("conv_bn_train: the forward kept no statistics")
+    };
+    Ok((y, stats.get(0)?, stats.get(1)?))
+}
+
+/// What the forward keeps for the backward: the convolution's output and the
+/// `(2, C)` batch statistics.
+struct Saved {
+    conv: Tensor,
+    stats: Tensor,
+}
+
+/// The fused op on `(x, w, affine)`.
+struct ConvBnTrain {
+    plan: Plan,
+    bn: BnTrain,
+    saved: Arc<Mutex<Option<Saved>>>,
+}
+
+impl CustomOp3 for ConvBnTrain {
+    fn name(&self) -> &'static str {
+        "selfsup-conv-bn-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let plan = &self.plan;
+        let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g)?;
+        expect_dims(l2, plan.w_dims(), "the kernel")?;
+        let conv = {
+            let _t = scope("conv.fwd");
+            forward(&x, data(s2, l2, "the kernel")?, plan)?
+        };
+        let [n, c, h, w] = plan.y_dims();
+        let d = (n, c, h * w);
+        let pairs = batch_stats(&conv, d, &self.bn.sync)?;
+        let stats: Vec<f32> = pairs
+            .iter()
+            .map(|p| p.0)
+            .chain(pairs.iter().map(|p| p.1))
+            .collect();
+        let y = self
+            .bn
+            .normalize(&conv, d, &stats, data(s3, l3, "the affine parameters")?);
+        let cpu = candle_core::Device::Cpu;
+        let saved = Saved {
+            conv: Tensor::from_vec(conv, plan.y_dims().to_vec(), &cpu)?,
+            stats: Tensor::from_vec(stats, (2, c), &cpu)?,
+        };
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(saved);
+        Ok((CpuStorage::F32(y), Shape::from(&plan.y_dims())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        affine: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (conv, stats) = {
+            let saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(s) = saved.as_ref() else {
+                candle_core::bail!("conv_bn_train: backward without a forward")
+            };
+            (s.conv.clone(), s.stats.clone())
+        };
+        let (dconv, daffine) = self.bn.grads(&conv, &stats, affine, dy, true)?;
+        let Some(dconv) = dconv else {
+            candle_core::bail!("conv_bn_train: batch norm gave no input gradient")
+        };
+        let dx = if_tracked(x, || w.apply_op2(&dconv, ConvGradX(self.plan)))?;
+        let dw = if_tracked(w, || x.apply_op2(&dconv, ConvGradW(self.plan)))?;
+        Ok((dx, dw, Some(daffine)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::test_util::{rand, rel_err};
+    use candle_core::Var;
+
+    /// The fused op against `conv2d` then batch norm: outputs, statistics and every
+    /// gradient within 1e-4 relative.
+    fn check(x: [usize; 4], o: usize, k: usize, stride: usize, padding: usize, relu: bool) {
+        let c = x[1];
+        let xv = Var::from_tensor(&rand(&x, 1).unwrap()).unwrap();
+        let w = Var::from_tensor(&rand(&[o, c, k, k], 2).unwrap()).unwrap();
+        let wt = Var::from_tensor(&(rand(&[o], 3).unwrap() + 1.0).unwrap()).unwrap();
+        let b = Var::from_tensor(&rand(&[o], 4).unwrap()).unwrap();
+        let fused = conv_bn_train(&xv, &w, &wt, &b, (stride, padding), 1e-5, relu).unwrap();
+        let bn = if relu {
+            batch_norm_train_relu
+        } else {
+            batch_norm_train
+        };
+        let apart = bn(&conv2d(&xv, &w, stride, padding).unwrap(), &wt, &b, 1e-5).unwrap();
+        let case = format!("{x:?} o={o} k={k} s={stride} p={padding} relu={relu}");
+        for (name, a, e) in [
+            ("y", &fused.0, &apart.0),
+            ("mean", &fused.1, &apart.1),
+            ("var", &fused.2, &apart.2),
+        ] {
+            let err = rel_err(a, e).unwrap();
+            assert!(err < 1e-4, "{name} {case}: {err}");
+        }
+        let r = rand(fused.0.dims(), 5).unwrap();
+        let g_fused = (&fused.0 * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_apart = (&apart.0 * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("x", &xv), ("w", &w), ("weight", &wt), ("bias", &b)] {
+            let (Some(a), Some(e)) = (g_fused.get(v), g_apart.get(v)) else {
+                panic!("missing {name} gradient for {case}")
+            };
+            let err = rel_err(a, e).unwrap();
+            assert!(err < 1e-4, "grad {name} {case}: {err}");
+        }
+    }
+
+    #[test]
+    fn fused_matches_conv_then_batch_norm() {
+        check([4, 3, 9, 7], 5, 3, 2, 1, false);
+        check([4, 3, 9, 7], 5, 3, 2, 1, true);
+        check([1, 2, 6, 6], 3, 3, 1, 1, true);
+        check([3, 13, 7, 5], 11, 3, 1, 0, true);
+        check([2, 8, 14, 14], 16, 1, 1, 0, false);
+        check([2, 4, 5, 9], 6, 5, 3, 2, true);
+    }
+
+    #[test]
+    fn an_input_without_gradient_gets_none() {
+        let x = rand(&[2, 3, 6, 6], 1).unwrap();
+        let w = Var::from_tensor(&rand(&[4, 3, 3, 3], 2).unwrap()).unwrap();
+        let (wt, b) = (
+            Var::from_tensor(&rand(&[4], 3).unwrap()).unwrap(),
+            Var::from_tensor(&rand(&[4], 4).unwrap()).unwrap(),
+        );
+        let (y, _, _) = conv_bn_train(&x, &w, &wt, &b, (1, 1), 1e-5, true).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        for v in [&w, &wt, &b] {
+            assert!(grads.get(v).is_some());
+        }
+        let bad = Var::from_tensor(&rand(&[5], 3).unwrap()).unwrap();
+        let err = conv_bn_train(&x, &w, &bad, &b, (1, 1), 1e-5, true).unwrap_err();
+        assert!(err.to_string().contains("must be (4)"), "{err}");
+    }
+}
