@@ -147,19 +147,25 @@ pub(crate) fn batch_stats(
         }
     };
     let m = ((d.0 * d.2) * world(sync)).max(1) as f64;
-    let sums = per_channel(&|ci| planes(ci, d).map(|r| x[r].iter().sum::<f32>() as f64).sum())?;
+    let sums = per_channel(&|ci| channel_sum(x, d, ci, |v| v))?;
     let means: Vec<f64> = sums.iter().map(|s| s / m).collect();
     let squares = per_channel(&|ci| {
-        let mean = means[ci];
-        planes(ci, d)
-            .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-            .sum()
+        let mean = means[ci] as f32;
+        channel_sum(x, d, ci, |v| (v - mean) * (v - mean))
     })?;
     Ok(means
         .iter()
         .zip(&squares)
         .map(|(&mean, &ss)| (mean as f32, (ss / m) as f32))
         .collect())
+}
+
+/// `Σ f(v)` over channel `ci` of `x`: per plane in f32 lanes (vectorised), across
+/// planes in f64.
+fn channel_sum(x: &[f32], d: Dims, ci: usize, f: impl Fn(f32) -> f32) -> f64 {
+    planes(ci, d)
+        .map(|r| lane_sums(&x[r.clone()], &x[r], |v, _| (f(v), 0.0)).0 as f64)
+        .sum()
 }
 
 /// Processes whose samples the statistics cover.
