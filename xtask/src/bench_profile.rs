@@ -4,10 +4,10 @@
 //! op are timed with `selfsup::kernels::profile`. Whatever a phase spends outside
 //! our kernels is candle's own ops (matmuls of the heads, elementwise work, the loss,
 //! autograd bookkeeping) and is shown as "candle ops".
-use crate::bench::{candle_step_seconds, STEP_BACKWARD, STEP_FORWARD, STEP_OPTIMIZER};
+use crate::bench::{candle_step_seconds, threads, STEP_BACKWARD, STEP_FORWARD, STEP_OPTIMIZER};
 use anyhow::Result;
-use selfsup::kernels::profile;
-use std::time::Duration;
+use selfsup::kernels::{profile, sgemm};
+use std::time::{Duration, Instant};
 
 /// Kernel ops that run in the forward phase; every other op-level scope runs in backward.
 const FORWARD_OPS: &[&str] = &[
@@ -34,6 +34,7 @@ pub fn print_profile(
     let seconds = candle_step_seconds(model, channels, size, batch, steps);
     profile::enable(false);
     let seconds = seconds?;
+    let flops = profile::take_flops();
     let totals = profile::take();
     let names: Vec<&str> = totals.iter().map(|(n, _, _)| n.as_str()).collect();
     // A piece runs inside another recorded scope whose name is its prefix.
@@ -91,5 +92,35 @@ pub fn print_profile(
     for (name, time, _) in totals.iter().filter(|(n, _, _)| is_piece(n)) {
         println!("  {name:<22} {:>8.1} ms per step", per_step(*time));
     }
+    let conv_ops = ["conv.fwd", "conv.bwd.x", "conv.bwd.w"];
+    let conv_ms: f64 = conv_ops.iter().map(|&op| phase(op)).sum();
+    let conv_gflop: f64 =
+        conv_ops.iter().filter_map(|&op| flops.get(op)).sum::<f64>() / 1e9 / steps.max(1) as f64;
+    let conv_rate = conv_gflop / (conv_ms / 1e3).max(1e-12);
+    let (n, sgemm_rate) = (SGEMM_SIDE, sgemm_gflops(SGEMM_SIDE)?);
+    println!(
+        "conv layers: {conv_gflop:.2} GFLOP per step in {conv_ms:.1} ms = {conv_rate:.1} GFLOP/s, \
+         {:.0}% of sgemm's {sgemm_rate:.1} GFLOP/s ({n}x{n}x{n}, {} threads)",
+        100.0 * conv_rate / sgemm_rate,
+        threads()
+    );
     Ok(())
+}
+
+/// Side of the square matrices of the sgemm measurement.
+const SGEMM_SIDE: usize = 1024;
+
+/// The machine's sgemm rate: the best of five `n`³ products on all threads, with the
+/// gemm that the convolutions and candle's CPU matmul use.
+fn sgemm_gflops(n: usize) -> Result<f64> {
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let mut c = vec![0f32; n * n];
+    sgemm(&a, &a, &mut c, (n, n, n), 0)?; // warm-up
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        sgemm(&a, &a, &mut c, (n, n, n), 0)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }

@@ -7,7 +7,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Ten
 use crate::conv_kernels::{forward, grad_w, grad_x, Plan};
 use crate::geometry::ConvGeometry;
 use crate::patches::Image;
-use crate::profile::scope;
+use crate::profile::{add_flops, scope};
 
 /// How the CPU convolution uses threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -177,6 +177,12 @@ impl Plan {
         [self.o, self.g.c, self.g.kh, self.g.kw]
     }
 
+    /// Multiply-adds ×2 of one direction (forward, input or kernel gradient).
+    pub(crate) fn flops(&self) -> f64 {
+        let g = &self.g;
+        2.0 * (g.n * self.o * g.out_plane() * g.patch_len()) as f64
+    }
+
     pub(crate) fn y_dims(&self) -> [usize; 4] {
         [self.g.n, self.o, self.g.ho, self.g.wo]
     }
@@ -214,6 +220,7 @@ impl CustomOp2 for Conv {
     ) -> Result<(CpuStorage, Shape)> {
         let _t = scope("conv.fwd");
         let plan = &self.0;
+        add_flops("conv.fwd", plan.flops());
         let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g)?;
         expect_dims(l2, plan.w_dims(), "the kernel")?;
         let y = forward(&x, data(s2, l2, "the kernel")?, plan)?;
@@ -248,6 +255,7 @@ impl CustomOp2 for ConvGradX {
     ) -> Result<(CpuStorage, Shape)> {
         let _t = scope("conv.bwd.x");
         let plan = &self.0;
+        add_flops("conv.bwd.x", plan.flops());
         expect_dims(l1, plan.w_dims(), "the kernel")?;
         expect_dims(l2, plan.y_dims(), "the output gradient")?;
         let (w, gy) = (
@@ -287,6 +295,7 @@ impl CustomOp2 for ConvGradW {
     ) -> Result<(CpuStorage, Shape)> {
         let _t = scope("conv.bwd.w");
         let plan = &self.0;
+        add_flops("conv.bwd.w", plan.flops());
         let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g)?;
         expect_dims(l2, plan.y_dims(), "the output gradient")?;
         let dw = grad_w(&x, data(s2, l2, "the output gradient")?, plan)?;

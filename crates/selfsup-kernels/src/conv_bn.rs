@@ -13,7 +13,7 @@ use crate::batch_norm_kernels::{batch_stats, BnTrain};
 use crate::conv::{conv2d, data, expect_dims, if_tracked, plan, ConvGradW, ConvGradX};
 use crate::conv_kernels::{forward, Plan};
 use crate::patches::Image;
-use crate::profile::scope;
+use crate::profile::{add_flops, scope};
 use crate::sync::current_group;
 use crate::ConvThreading;
 
@@ -108,6 +108,7 @@ impl CustomOp3 for ConvBnTrain {
         expect_dims(l2, plan.w_dims(), "the kernel")?;
         let conv = {
             let _t = scope("conv.fwd");
+            add_flops("conv.fwd", plan.flops());
             forward(&x, data(s2, l2, "the kernel")?, plan)?
         };
         let [n, c, h, w] = plan.y_dims();

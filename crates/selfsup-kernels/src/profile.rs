@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static TOTALS: Mutex<BTreeMap<&'static str, (Duration, u64)>> = Mutex::new(BTreeMap::new());
+static FLOPS: Mutex<BTreeMap<&'static str, f64>> = Mutex::new(BTreeMap::new());
 
 /// The totals, even if a panicking thread poisoned the lock (they are plain
 /// sums, always in a valid state).
@@ -59,9 +60,33 @@ pub fn scope(name: &'static str) -> Scope {
     }
 }
 
+fn flops() -> MutexGuard<'static, BTreeMap<&'static str, f64>> {
+    FLOPS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Counts `n` floating-point operations of the op `name` (while enabled), so that
+/// its rate can be set against its time.
+pub fn add_flops(name: &'static str, n: f64) {
+    if is_enabled() {
+        *flops().entry(name).or_default() += n;
+    }
+}
+
+/// Returns the operation counts gathered since the last [`take`], by name, and
+/// resets them. Call it before [`take`], which resets them too.
+pub fn take_flops() -> BTreeMap<String, f64> {
+    std::mem::take(&mut *flops())
+        .into_iter()
+        .map(|(name, n)| (name.to_string(), n))
+        .collect()
+}
+
 /// Returns the totals gathered so far, `(name, wall time, calls)`, longest
-/// first, and resets them.
+/// first, and resets them and the operation counts.
 pub fn take() -> Vec<(String, Duration, u64)> {
+    flops().clear();
     let taken = std::mem::take(&mut *totals());
     let mut out: Vec<_> = taken
         .into_iter()
@@ -120,6 +145,15 @@ mod tests {
         y.sqr()?.sum_all()?.backward()?;
         enable(false);
         let _ = scope("profile.test.off");
+        let counted = take_flops();
+        // 2·N·O·Ho·Wo·(C·kh·kw) per direction.
+        let conv = 2.0 * 2.0 * 4.0 * 36.0 * 27.0;
+        for name in ["conv.fwd", "conv.bwd.x", "conv.bwd.w"] {
+            assert!(
+                counted.get(name).is_some_and(|&n| n >= conv),
+                "{name}: {counted:?}"
+            );
+        }
         let all = take();
         let on = all.iter().find(|e| e.0 == "profile.test.on");
         assert!(on.is_some_and(|e| e.2 == 3 && e.1 >= Duration::from_millis(3)));
