@@ -157,6 +157,14 @@ fn bad_data_parallel_settings_are_named() {
 }
 
 #[test]
+fn zero_epoch_steps_are_refused() {
+    assert_clean_error(
+        &xtask(&["bench", "--epoch", "--epoch-steps", "0"]),
+        &["`epoch-steps`", "at least 1"],
+    );
+}
+
+#[test]
 fn unknown_method_and_encoder_are_named() {
     assert_clean_error(
         &xtask(&["pretrain", "--method", "byol2"]),

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: SimCLR train-step and augmentation throughput, with the
 //! PyTorch reference (`xtask/bench/pytorch_simclr_step.py`) run side by side when
 //! `python3 -c 'import torch'` works, then the memory-bank and queue operations
-//! ([`crate::bench_bank`]). Results go to `target/bench/*.json`.
+//! ([`crate::bench_bank`]). Results go to `target/bench/*.json`. `--epoch` times a whole
+//! training epoch instead ([`crate::bench_epoch`]).
 use crate::cli::BenchArgs;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -126,26 +127,32 @@ pub(crate) fn group_step_seconds(
     Ok(t.elapsed().as_secs_f64() / steps as f64)
 }
 
-fn torch_available() -> bool {
+/// Whether `python3 -c 'import <modules>'` works (`modules`: e.g. `torch, torchvision`).
+pub(crate) fn python_imports(modules: &str) -> bool {
     Command::new("python3")
-        .args(["-c", "import torch"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
-/// Images/s of the PyTorch reference for the same model, batch and thread count.
-fn pytorch_images_per_s(model: &str, batch: usize, steps: usize) -> Result<f64> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_simclr_step.py");
+/// Whether `--compare` asks for the PyTorch side (`pytorch`) or not (`none`).
+pub(crate) fn wants_pytorch(compare: &str) -> Result<bool> {
+    match compare {
+        "pytorch" => Ok(true),
+        "none" => Ok(false),
+        other => anyhow::bail!("invalid setting `compare`: {other:?}; expected pytorch or none"),
+    }
+}
+
+/// Runs the reference script `xtask/bench/<script>` with `args` and `--threads`
+/// [`threads`], and parses the JSON object on the last line it prints.
+pub(crate) fn run_reference(script: &str, args: &[String]) -> Result<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join(script);
     let out = Command::new("python3")
         .arg(&script)
-        .args([
-            "--model",
-            model,
-            "--batch",
-            &batch.to_string(),
-            "--steps",
-            &steps.to_string(),
-        ])
+        .args(args)
         .args(["--threads", &threads().to_string()])
         .output()
         .with_context(|| format!("running {}", script.display()))?;
@@ -153,8 +160,23 @@ fn pytorch_images_per_s(model: &str, batch: usize, steps: usize) -> Result<f64> 
         let err = String::from_utf8_lossy(&out.stderr);
         anyhow::bail!("{}", err.lines().last().unwrap_or("failed"));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v["images_per_s"]
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line)
+        .with_context(|| format!("parsing the output of {}", script.display()))
+}
+
+/// Images/s of the PyTorch reference for the same model, batch and thread count.
+fn pytorch_images_per_s(model: &str, batch: usize, steps: usize) -> Result<f64> {
+    let args = [
+        "--model".into(),
+        model.into(),
+        "--batch".into(),
+        batch.to_string(),
+        "--steps".into(),
+        steps.to_string(),
+    ];
+    run_reference("pytorch_simclr_step.py", &args)?["images_per_s"]
         .as_f64()
         .context("no images_per_s in the reference's output")
 }
@@ -196,11 +218,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.bank {
         return bank_only(args.quick);
     }
-    let compare = match args.compare.as_str() {
-        "pytorch" => torch_available(),
-        "none" => false,
-        other => anyhow::bail!("invalid setting `compare`: {other:?}; expected pytorch or none"),
-    };
+    if args.epoch {
+        return crate::bench_epoch::run(args.epoch_steps, &args.compare);
+    }
+    let compare = wants_pytorch(&args.compare)? && python_imports("torch");
     if args.compare == "pytorch" && !compare {
         eprintln!("python3 cannot import torch: the PyTorch side is skipped");
     }

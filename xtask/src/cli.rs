@@ -236,6 +236,15 @@ pub struct BenchArgs {
     /// step-time overhead of 2 ranks (launches itself under mpirun; needs `--features mpi`).
     #[arg(long)]
     pub dist: bool,
+    /// Only the end-to-end epoch: one SimCLR Fashion-MNIST epoch through the trainer, data
+    /// pipeline included, against a PyTorch + torchvision DataLoader pipeline doing the
+    /// same augmentations (`xtask/bench/pytorch_simclr_epoch.py`).
+    #[arg(long)]
+    pub epoch: bool,
+    /// With --epoch: time only the first N steps of the epoch on both sides (default: the
+    /// whole epoch, 234 steps at batch 256).
+    #[arg(long, value_name = "N", requires = "epoch")]
+    pub epoch_steps: Option<usize>,
 }
 
 /// Parses `--device`.

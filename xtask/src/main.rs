@@ -3,11 +3,13 @@
 //! - `pretrain`: pretrain an encoder with a self-supervised method, evaluate and export it.
 //! - `eval`: kNN and linear-probe evaluation of a run, or of a random-init baseline.
 //! - `download`: fetch a dataset from its official source, verifying SHA-256.
-//! - `bench`: training and augmentation throughput, side by side with PyTorch.
+//! - `bench`: training and augmentation throughput, side by side with PyTorch (`--epoch`:
+//!   a whole training epoch, data pipeline included).
 //! - `prepare-video`: extract a video's frames into a folder (UCF101 style).
 mod bench;
 mod bench_bank;
 mod bench_dist;
+mod bench_epoch;
 mod bench_profile;
 mod cli;
 mod eval_cmd;
