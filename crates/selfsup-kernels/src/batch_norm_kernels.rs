@@ -149,9 +149,11 @@ pub(crate) fn batch_stats(
     let m = ((d.0 * d.2) * world(sync)).max(1) as f64;
     let sums = per_channel(&|ci| channel_sum(x, d, ci, |v| v))?;
     let means: Vec<f64> = sums.iter().map(|s| s / m).collect();
+    // Centred on the f64 mean and summed in f64: in f32, a mean that rounds to
+    // another f32 on another rank's share of the sums would shift the variance.
     let squares = per_channel(&|ci| {
-        let mean = means[ci] as f32;
-        channel_sum(x, d, ci, |v| (v - mean) * (v - mean))
+        let mean = means[ci];
+        planes(ci, d).map(|r| centred_squares(&x[r], mean)).sum()
     })?;
     Ok(means
         .iter()
@@ -166,6 +168,24 @@ fn channel_sum(x: &[f32], d: Dims, ci: usize, f: impl Fn(f32) -> f32) -> f64 {
     planes(ci, d)
         .map(|r| lane_sums(&x[r.clone()], &x[r], |v, _| (f(v), 0.0)).0 as f64)
         .sum()
+}
+
+/// `Σ (v − mean)²` over `x` in f64, in independent lanes (vectorised).
+fn centred_squares(x: &[f32], mean: f64) -> f64 {
+    let chunks = x.chunks_exact(LANES);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum();
+    let mut acc = [0f64; LANES];
+    for vs in chunks {
+        for (a, &v) in acc.iter_mut().zip(vs) {
+            let c = f64::from(v) - mean;
+            *a += c * c;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Processes whose samples the statistics cover.
