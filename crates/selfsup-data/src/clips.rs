@@ -29,6 +29,12 @@ pub struct VideoOptions {
     pub moving_videos: usize,
     /// Items of one class moving in each `moving-fmnist` video.
     pub moving_items: usize,
+    /// Fastest spin of a `moving-fmnist` item, in degrees per frame: each item turns at
+    /// a speed uniform in ±this from a uniform start angle (0: items do not turn).
+    pub moving_spin: f64,
+    /// Scale change of a `moving-fmnist` item over its video: each item's scale goes
+    /// linearly from 1 − r·this to 1 + r·this, r uniform in [−1, 1] (0: fixed size).
+    pub moving_zoom: f64,
 }
 
 impl Default for VideoOptions {
@@ -40,6 +46,8 @@ impl Default for VideoOptions {
             min_motion: 0.5,
             moving_videos: 2000,
             moving_items: 1,
+            moving_spin: 0.0,
+            moving_zoom: 0.0,
         }
     }
 }
@@ -84,6 +92,21 @@ impl VideoOptions {
             return Err(DataError::config(
                 "video.moving_items",
                 "need at least 1 item per video",
+            ));
+        }
+        if !(self.moving_spin >= 0.0 && self.moving_spin <= 180.0) {
+            return Err(DataError::config(
+                "video.moving_spin",
+                format!(
+                    "degrees per frame must lie in [0, 180], got {}",
+                    self.moving_spin
+                ),
+            ));
+        }
+        if !(self.moving_zoom >= 0.0 && self.moving_zoom <= 0.5) {
+            return Err(DataError::config(
+                "video.moving_zoom",
+                format!("must lie in [0, 0.5], got {}", self.moving_zoom),
             ));
         }
         Ok(())
@@ -435,6 +458,53 @@ mod tests {
             let e = bad.validate().unwrap_err().to_string();
             assert!(e.contains("video."), "{e}");
         }
+        for (bad, key) in [
+            (
+                VideoOptions {
+                    moving_spin: -1.0,
+                    ..Default::default()
+                },
+                "video.moving_spin",
+            ),
+            (
+                VideoOptions {
+                    moving_spin: f64::NAN,
+                    ..Default::default()
+                },
+                "video.moving_spin",
+            ),
+            (
+                VideoOptions {
+                    moving_spin: 181.0,
+                    ..Default::default()
+                },
+                "video.moving_spin",
+            ),
+            (
+                VideoOptions {
+                    moving_zoom: 0.6,
+                    ..Default::default()
+                },
+                "video.moving_zoom",
+            ),
+            (
+                VideoOptions {
+                    moving_zoom: f64::INFINITY,
+                    ..Default::default()
+                },
+                "video.moving_zoom",
+            ),
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        VideoOptions {
+            moving_spin: 180.0,
+            moving_zoom: 0.5,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
         let short = flat_video(&[0, 1, 2, 3]);
         let e = clip_dataset(
             "s",

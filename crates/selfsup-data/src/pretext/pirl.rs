@@ -120,6 +120,9 @@ mod tests {
             flipped += usize::from(row[0] > row[13]);
         }
         assert_eq!(differ, 16, "tiles must come from the augmented view");
-        assert!(flipped > 0 && flipped < 16, "some sources flipped, some not: {flipped}");
+        assert!(
+            flipped > 0 && flipped < 16,
+            "some sources flipped, some not: {flipped}"
+        );
     }
 }
