@@ -41,11 +41,21 @@ fn planes(ci: usize, (n, c, hw): Dims) -> impl Iterator<Item = std::ops::Range<u
     (0..n).map(move |ni| (ni * c + ci) * hw..(ni * c + ci + 1) * hw)
 }
 
+/// Per-channel pairs as the rows of a `(2, C)` buffer: all firsts, then all seconds.
+pub(crate) fn pairs_to_rows(pairs: &[(f32, f32)]) -> Vec<f32> {
+    pairs
+        .iter()
+        .map(|p| p.0)
+        .chain(pairs.iter().map(|p| p.1))
+        .collect()
+}
+
 /// Per-channel pairs as a `(2, C)` storage.
 fn pairs_to_storage(pairs: Vec<(f32, f32)>) -> (CpuStorage, Shape) {
-    let c = pairs.len();
-    let v = pairs.iter().map(|p| p.0).chain(pairs.iter().map(|p| p.1));
-    (CpuStorage::F32(v.collect()), Shape::from((2, c)))
+    (
+        CpuStorage::F32(pairs_to_rows(&pairs)),
+        Shape::from((2, pairs.len())),
+    )
 }
 
 /// A new buffer of `len` values, filled in parallel plane by plane by

@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch_norm::{batch_norm_train, batch_norm_train_relu};
-use crate::batch_norm_kernels::{batch_stats, BnTrain};
+use crate::batch_norm_kernels::{batch_stats, pairs_to_rows, BnTrain};
 use crate::conv::{conv2d, data, expect_dims, if_tracked, plan, ConvGradW, ConvGradX};
 use crate::conv_kernels::{forward, Plan};
 use crate::patches::Image;
@@ -113,12 +113,7 @@ impl CustomOp3 for ConvBnTrain {
         };
         let [n, c, h, w] = plan.y_dims();
         let d = (n, c, h * w);
-        let pairs = batch_stats(&conv, d, &self.bn.sync)?;
-        let stats: Vec<f32> = pairs
-            .iter()
-            .map(|p| p.0)
-            .chain(pairs.iter().map(|p| p.1))
-            .collect();
+        let stats = pairs_to_rows(&batch_stats(&conv, d, &self.bn.sync)?);
         let y = self
             .bn
             .normalize(&conv, d, &stats, data(s3, l3, "the affine parameters")?);
