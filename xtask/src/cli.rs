@@ -111,6 +111,10 @@ pub struct PretrainArgs {
     /// Memory-bank loss of npid and pirl: nce or infonce (`contrastive.bank_loss`).
     #[arg(long)]
     pub bank_loss: Option<String>,
+    /// What a memory-bank slot stands for before its first write: own-feature or random
+    /// (`contrastive.bank_unwritten`).
+    #[arg(long)]
+    pub bank_unwritten: Option<String>,
     /// Smallest crop area shared by a frame-order sample's frames, 1 for none (`pretext.frame_crop`).
     #[arg(long)]
     pub frame_crop: Option<f64>,

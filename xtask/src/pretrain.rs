@@ -79,6 +79,9 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     if let Some(loss) = &args.bank_loss {
         c.bank_loss = loss.parse()?;
     }
+    if let Some(unwritten) = &args.bank_unwritten {
+        c.bank_unwritten = unwritten.parse()?;
+    }
     let v = &mut cfg.video;
     v.size = args.frame_size.unwrap_or(v.size);
     v.clip_len = args.clip_len.unwrap_or(v.clip_len);

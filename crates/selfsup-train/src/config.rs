@@ -1,5 +1,5 @@
 //! The resolved settings of a pretraining run, saved as `config.toml` in the run folder.
-pub use crate::contrastive_config::{BankLoss, ContrastiveConfig};
+pub use crate::contrastive_config::{BankLoss, ContrastiveConfig, UnwrittenSlot};
 pub use crate::dist_config::DistConfig;
 pub use crate::generative_config::{GenerativeConfig, PredictiveConfig};
 pub use crate::pretext_config::{MaskKind, PretextConfig};

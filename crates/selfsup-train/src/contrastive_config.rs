@@ -27,6 +27,33 @@ impl std::str::FromStr for BankLoss {
     }
 }
 
+/// What a memory-bank slot that no step has written yet stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnwrittenSlot {
+    /// Nothing yet: the sample's positive is its own current feature (detached), and
+    /// the slot's first write stores the feature as it is. The slot's random vector
+    /// still serves as a negative until then.
+    OwnFeature,
+    /// Its random initial vector, which is the positive and which the first write mixes
+    /// in with the bank momentum (NPID and PIRL as published).
+    Random,
+}
+
+impl std::str::FromStr for UnwrittenSlot {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "own-feature" => Ok(Self::OwnFeature),
+            "random" => Ok(Self::Random),
+            _ => Err(TrainError::config(
+                "contrastive.bank-unwritten",
+                format!("unknown value {s:?}; expected own-feature or random"),
+            )),
+        }
+    }
+}
+
 /// Settings of npid, pirl and moco.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +68,11 @@ pub struct ContrastiveConfig {
     /// random vectors, and on Fashion-MNIST its loss then grows without bound once the
     /// bank fills with real features (docs/methods.md).
     pub bank_loss: BankLoss,
+    /// What a slot stands for before its first write. `own-feature` by default: with
+    /// random slots (the papers' recipe) every positive of the first epoch is noise and
+    /// the second epoch's are still half noise, and on Fashion-MNIST NPID's loss stayed
+    /// flat for two epochs (docs/methods.md).
+    pub bank_unwritten: UnwrittenSlot,
     /// Momentum of MoCo's key encoder, `θ_k ← m·θ_k + (1 − m)·θ_q`.
     pub key_momentum: f64,
     /// Raise the key momentum from `key_momentum` to 1 on a cosine schedule (BYOL).
@@ -61,6 +93,7 @@ impl Default for ContrastiveConfig {
             negatives: 4096,
             bank_momentum: DEFAULT_BANK_MOMENTUM,
             bank_loss: BankLoss::Infonce,
+            bank_unwritten: UnwrittenSlot::OwnFeature,
             key_momentum: DEFAULT_KEY_MOMENTUM,
             key_momentum_cosine: false,
             key_bn_groups: 4,
@@ -140,5 +173,11 @@ mod tests {
         }
         assert_eq!("infonce".parse::<BankLoss>().unwrap(), BankLoss::Infonce);
         assert!("ce".parse::<BankLoss>().is_err());
+        assert_eq!(
+            "random".parse::<UnwrittenSlot>().unwrap(),
+            UnwrittenSlot::Random
+        );
+        let msg = "zero".parse::<UnwrittenSlot>().unwrap_err().to_string();
+        assert!(msg.contains("contrastive.bank-unwritten"), "{msg}");
     }
 }

@@ -1,9 +1,9 @@
 //! The memory-bank objective shared by NPID and PIRL: a feature is pulled towards its
 //! own sample's bank slot and pushed from K slots drawn at random.
-use crate::config::{BankLoss, TrainConfig};
+use crate::config::{BankLoss, TrainConfig, UnwrittenSlot};
 use crate::{Result, TrainError};
 use candle_core::{DType, Device, Tensor};
-use selfsup_contrastive::{info_nce, nce, nce_log_normaliser, MemoryBank};
+use selfsup_contrastive::{info_nce, l2_normalize, nce, nce_log_normaliser, MemoryBank};
 use selfsup_data::Rng;
 use selfsup_dist::tensor::{all_gather_indices, all_gather_rows};
 use selfsup_dist::{Communicator, SingleProcess};
@@ -63,8 +63,15 @@ pub(super) fn state_counter(
 /// bank: the negatives avoid the global batch's slots, NCE's normaliser comes from the
 /// global first batch, and every rank writes every rank's features, so the banks stay
 /// identical and equal to one process's at the global batch size.
+///
+/// With `contrastive.bank_unwritten = own-feature` (the default) a slot that no step has
+/// written yet is no target: its sample's positive is the sample's own feature and its
+/// first write stores the feature instead of mixing it with the random initial vector.
 pub(super) struct BankObjective {
     bank: MemoryBank,
+    /// Which slots hold a feature of their sample (all of them from the start when
+    /// unwritten slots count as their random vectors).
+    written: Vec<bool>,
     loss: BankLoss,
     negatives: usize,
     momentum: f64,
@@ -84,6 +91,7 @@ pub(super) struct BankObjective {
 const SLOTS: &str = "bank.slots";
 const STEPS: &str = "bank.steps";
 const LOG_Z: &str = "bank.log_z";
+const WRITTEN: &str = "bank.written";
 
 impl BankObjective {
     /// A bank of `images` slots of size `dim` with `cfg.contrastive`'s loss and settings.
@@ -97,6 +105,7 @@ impl BankObjective {
             .map_err(|e| TrainError::config("contrastive", e.to_string()))?;
         Ok(Self {
             bank,
+            written: vec![c.bank_unwritten == UnwrittenSlot::Random; images],
             loss: c.bank_loss,
             negatives: c.negatives,
             momentum: c.bank_momentum,
@@ -114,15 +123,32 @@ impl BankObjective {
         self.group = group;
     }
 
-    /// This step's positives (the batch's own slots) and shared negatives.
+    /// This step's positives (the batch's own slots, or for a slot not yet written the
+    /// normalised `features` of its sample, detached) and shared negatives. `features`
+    /// are what [`BankObjective::remember`] will be given.
     ///
     /// # Shapes
-    /// `(B, D)` and `(K, D)`.
-    pub fn targets(&self, indices: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
+    /// `features` `(B, D)`; out `(B, D)` and `(K, D)`.
+    pub fn targets(
+        &self,
+        indices: &[usize],
+        features: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let mut rng = Rng::derive(self.seed, &[NEGATIVES_STREAM, self.steps]);
         let global = all_gather_indices(self.group.as_ref(), indices)?;
         let negatives = self.bank.negatives(&global, self.negatives, &mut rng)?;
-        Ok((self.bank.get(indices)?, negatives))
+        let slots = self.bank.get(indices)?;
+        if indices.iter().all(|&i| self.written[i]) {
+            return Ok((slots, negatives));
+        }
+        let written: Vec<f32> = indices
+            .iter()
+            .map(|&i| f32::from(self.written[i]))
+            .collect();
+        let written = Tensor::from_vec(written, (indices.len(), 1), slots.device())?;
+        let own = l2_normalize(&features.detach().to_dtype(slots.dtype())?)?;
+        let positives = (slots.broadcast_mul(&written)? + own.broadcast_mul(&(1.0 - written)?)?)?;
+        Ok((positives, negatives))
     }
 
     /// The loss of features `q` against `positives` and `negatives` from
@@ -168,12 +194,26 @@ impl BankObjective {
         let group = self.group.as_ref();
         let features = all_gather_rows(group, &features)?;
         let indices = all_gather_indices(group, indices)?;
-        self.bank.update(&indices, &features, self.momentum)?;
+        let (later, first): (Vec<usize>, Vec<usize>) =
+            (0..indices.len()).partition(|&row| self.written[indices[row]]);
+        for (rows, momentum) in [(later, self.momentum), (first, 0.0)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let slots: Vec<usize> = rows.iter().map(|&row| indices[row]).collect();
+            let rows: Vec<u32> = rows.iter().map(|&row| row as u32).collect();
+            let rows = Tensor::from_vec(rows, slots.len(), features.device())?;
+            self.bank
+                .update(&slots, &features.index_select(&rows, 0)?, momentum)?;
+            for slot in slots {
+                self.written[slot] = true;
+            }
+        }
         self.steps += 1;
         Ok(())
     }
 
-    /// The bank, step count and normaliser, for checkpoints.
+    /// The bank, which slots are written, step count and normaliser, for checkpoints.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let device = self.bank.slots().device();
         let scalars = [
@@ -181,6 +221,14 @@ impl BankObjective {
             (
                 LOG_Z,
                 Tensor::new(&[self.log_z.unwrap_or(f64::NAN)], device),
+            ),
+            (
+                WRITTEN,
+                Tensor::from_vec(
+                    self.written.iter().map(|&w| u8::from(w)).collect(),
+                    self.written.len(),
+                    device,
+                ),
             ),
         ];
         let mut out = vec![(SLOTS.to_string(), self.bank.slots().clone())];
@@ -192,7 +240,8 @@ impl BankObjective {
         out
     }
 
-    /// Restores what [`BankObjective::state`] saved.
+    /// Restores what [`BankObjective::state`] saved. A checkpoint from before slots were
+    /// tracked counts every slot as written, as its bank had mixed them all.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> candle_core::Result<()> {
         let slots = state_tensor(state, SLOTS)?;
         if slots.dims() != self.bank.slots().dims() {
@@ -206,6 +255,106 @@ impl BankObjective {
         self.steps = state_counter(state, STEPS)?;
         let z = state_tensor(state, LOG_Z)?.to_vec1::<f64>()?[0];
         self.log_z = z.is_finite().then_some(z);
+        self.written = match state.get(WRITTEN) {
+            None => vec![true; self.written.len()],
+            Some(written) => {
+                let written = written.to_dtype(DType::U8)?.to_vec1::<u8>()?;
+                if written.len() != self.written.len() {
+                    candle_core::bail!(
+                        "`{WRITTEN}` has {} entries in the checkpoint but the bank has {} slots",
+                        written.len(),
+                        self.written.len()
+                    )
+                }
+                written.into_iter().map(|w| w != 0).collect()
+            }
+        };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn objective(unwritten: UnwrittenSlot) -> BankObjective {
+        let mut cfg = TrainConfig::for_method("npid");
+        cfg.batch_size = 2;
+        cfg.contrastive.negatives = 3;
+        cfg.contrastive.bank_unwritten = unwritten;
+        BankObjective::new(&cfg, 6, 2, &Device::Cpu).unwrap()
+    }
+
+    fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+        t.to_vec2::<f32>().unwrap()
+    }
+
+    fn close(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| (x - y).abs() < 1e-6)
+    }
+
+    #[test]
+    fn an_unwritten_slot_is_its_own_feature_until_its_first_write_stores_it() {
+        let mut obj = objective(UnwrittenSlot::OwnFeature);
+        let random = rows(obj.bank.slots());
+        let feats = Tensor::new(&[[3.0f32, 4.0], [0.0, -2.0]], &Device::Cpu).unwrap();
+        let unit = vec![vec![0.6, 0.8], vec![0.0, -1.0]];
+        // Slot 1 is already written, slot 4 is not.
+        obj.written[1] = true;
+        let (pos, _) = obj.targets(&[4, 1], &feats).unwrap();
+        assert!(close(&rows(&pos), &[unit[0].clone(), random[1].clone()]));
+        obj.remember(&feats);
+        obj.commit(&[4, 1]).unwrap();
+        let slots = rows(obj.bank.slots());
+        assert!(
+            close(&slots[4..5], &unit[..1]),
+            "first write stores the feature"
+        );
+        let mixed: Vec<f32> = (0..2)
+            .map(|j| 0.5 * random[1][j] + 0.5 * unit[1][j])
+            .collect();
+        let norm = mixed.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let mixed: Vec<f32> = mixed.iter().map(|v| v / norm).collect();
+        assert!(close(&slots[1..2], &[mixed]), "a later write mixes");
+        assert!(obj.written[4] && !obj.written[0]);
+        // Written slots are targets from now on, whatever the features.
+        let (pos, _) = obj.targets(&[4], &feats.narrow(0, 1, 1).unwrap()).unwrap();
+        assert!(close(&rows(&pos), &slots[4..5]));
+    }
+
+    #[test]
+    fn random_unwritten_slots_are_targets_and_mixed_from_the_start() {
+        let mut obj = objective(UnwrittenSlot::Random);
+        let random = rows(obj.bank.slots());
+        let feats = Tensor::new(&[[1.0f32, 0.0]], &Device::Cpu).unwrap();
+        let (pos, _) = obj.targets(&[2], &feats).unwrap();
+        assert!(close(&rows(&pos), &random[2..3]));
+        obj.remember(&feats);
+        obj.commit(&[2]).unwrap();
+        assert!(!close(&rows(obj.bank.slots())[2..3], &[vec![1.0, 0.0]]));
+    }
+
+    #[test]
+    fn written_slots_survive_a_checkpoint_and_old_checkpoints_count_as_written() {
+        let mut obj = objective(UnwrittenSlot::OwnFeature);
+        obj.remember(&Tensor::new(&[[1.0f32, 0.0]], &Device::Cpu).unwrap());
+        obj.commit(&[3]).unwrap();
+        let mut state: HashMap<String, Tensor> = obj.state().into_iter().collect();
+        let mut fresh = objective(UnwrittenSlot::OwnFeature);
+        fresh.load_state(&state).unwrap();
+        assert_eq!(fresh.written, obj.written);
+        state.remove(WRITTEN);
+        fresh.load_state(&state).unwrap();
+        assert!(fresh.written.iter().all(|&w| w));
+        state.insert(
+            WRITTEN.into(),
+            Tensor::zeros(2, DType::U8, &Device::Cpu).unwrap(),
+        );
+        let msg = fresh.load_state(&state).unwrap_err().to_string();
+        assert!(msg.contains("bank.written"), "{msg}");
     }
 }

@@ -64,7 +64,7 @@ impl Method for Npid {
             candle_core::bail!("NPID expects 1 view per image, got {}", batch.views.len())
         };
         let features = self.head.forward(&self.encoder.forward_t(view, true)?)?;
-        let (positives, negatives) = self.objective.targets(&batch.indices)?;
+        let (positives, negatives) = self.objective.targets(&batch.indices, &features)?;
         let loss = self.objective.loss(&features, &positives, &negatives)?;
         self.objective.remember(&features);
         Ok(loss)

@@ -108,7 +108,7 @@ impl Method for Pirl {
         let g = self
             .jigsaw_head
             .forward(&concat_views(&per_tile, tiles.len())?)?;
-        let (positives, negatives) = self.objective.targets(&batch.indices)?;
+        let (positives, negatives) = self.objective.targets(&batch.indices, &f)?;
         let jigsaw_loss = self.objective.loss(&g, &positives, &negatives)?;
         let image_loss = self.objective.loss(&f, &positives, &negatives)?;
         self.objective.remember(&f);
