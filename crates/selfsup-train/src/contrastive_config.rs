@@ -68,10 +68,9 @@ pub struct ContrastiveConfig {
     /// random vectors, and on Fashion-MNIST its loss then grows without bound once the
     /// bank fills with real features (docs/methods.md).
     pub bank_loss: BankLoss,
-    /// What a slot stands for before its first write. `own-feature` by default: with
-    /// random slots (the papers' recipe) every positive of the first epoch is noise and
-    /// the second epoch's are still half noise, and on Fashion-MNIST NPID's loss stayed
-    /// flat for two epochs (docs/methods.md).
+    /// What a slot stands for before its first write: `random` (the papers' recipe) by
+    /// default. `own-feature` keeps the random vectors out of the positives, but did not
+    /// train NPID any better in six Fashion-MNIST epochs (docs/methods.md).
     pub bank_unwritten: UnwrittenSlot,
     /// Momentum of MoCo's key encoder, `θ_k ← m·θ_k + (1 − m)·θ_q`.
     pub key_momentum: f64,
@@ -93,7 +92,7 @@ impl Default for ContrastiveConfig {
             negatives: 4096,
             bank_momentum: DEFAULT_BANK_MOMENTUM,
             bank_loss: BankLoss::Infonce,
-            bank_unwritten: UnwrittenSlot::OwnFeature,
+            bank_unwritten: UnwrittenSlot::Random,
             key_momentum: DEFAULT_KEY_MOMENTUM,
             key_momentum_cosine: false,
             key_bn_groups: 4,

@@ -64,7 +64,7 @@ pub(super) fn state_counter(
 /// global first batch, and every rank writes every rank's features, so the banks stay
 /// identical and equal to one process's at the global batch size.
 ///
-/// With `contrastive.bank_unwritten = own-feature` (the default) a slot that no step has
+/// With `contrastive.bank_unwritten = own-feature` a slot that no step has
 /// written yet is no target: its sample's positive is the sample's own feature and its
 /// first write stores the feature instead of mixing it with the random initial vector.
 pub(super) struct BankObjective {
