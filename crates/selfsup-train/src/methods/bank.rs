@@ -302,7 +302,7 @@ mod tests {
         let mut obj = objective(UnwrittenSlot::OwnFeature);
         let random = rows(obj.bank.slots());
         let feats = Tensor::new(&[[3.0f32, 4.0], [0.0, -2.0]], &Device::Cpu).unwrap();
-        let unit = vec![vec![0.6, 0.8], vec![0.0, -1.0]];
+        let unit = [vec![0.6, 0.8], vec![0.0, -1.0]];
         // Slot 1 is already written, slot 4 is not.
         obj.written[1] = true;
         let (pos, _) = obj.targets(&[4, 1], &feats).unwrap();
