@@ -139,6 +139,9 @@ pub struct PretrainArgs {
     /// Fraction of pixels the denoising autoencoder blanks (`generative.mask_fraction`).
     #[arg(long)]
     pub mask_fraction: Option<f64>,
+    /// BiGAN's cycle-consistency weight on |G(E(x)) − x|² (`generative.cycle_weight`; ALICE).
+    #[arg(long)]
+    pub cycle_weight: Option<f64>,
     /// cpu, cuda or metal (needs the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,

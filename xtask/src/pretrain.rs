@@ -92,6 +92,7 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     g.latent_dim = args.latent_dim.unwrap_or(g.latent_dim);
     g.noise_std = args.noise_std.unwrap_or(g.noise_std);
     g.mask_fraction = args.mask_fraction.unwrap_or(g.mask_fraction);
+    g.cycle_weight = args.cycle_weight.unwrap_or(g.cycle_weight);
     Ok(cfg)
 }
 

@@ -59,6 +59,9 @@ pub struct GenerativeConfig {
     /// Fraction of pixels the denoising autoencoder blanks out (Vincent et al.
     /// 2008's masking noise).
     pub mask_fraction: f64,
+    /// Weight of BiGAN's explicit cycle-consistency term, the mean squared error of
+    /// `G(E(x))` against `x` (ALICE, Li et al. 2017); 0, the default, is plain BiGAN.
+    pub cycle_weight: f64,
 }
 
 impl Default for GenerativeConfig {
@@ -67,6 +70,7 @@ impl Default for GenerativeConfig {
             latent_dim: 100,
             noise_std: 0.2,
             mask_fraction: 0.25,
+            cycle_weight: 0.0,
         }
     }
 }
@@ -88,6 +92,12 @@ impl GenerativeConfig {
             return Err(TrainError::config(
                 "generative.mask-fraction",
                 format!("must lie in [0, 1), got {}", self.mask_fraction),
+            ));
+        }
+        if !(self.cycle_weight.is_finite() && self.cycle_weight >= 0.0) {
+            return Err(TrainError::config(
+                "generative.cycle-weight",
+                format!("must be ≥ 0, got {}", self.cycle_weight),
             ));
         }
         Ok(())
@@ -143,6 +153,10 @@ mod tests {
             },
             GenerativeConfig {
                 mask_fraction: 1.0,
+                ..Default::default()
+            },
+            GenerativeConfig {
+                cycle_weight: -1.0,
                 ..Default::default()
             },
         ];

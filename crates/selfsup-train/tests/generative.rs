@@ -6,9 +6,10 @@ use crate::learning::{short, short_run_lowers_the_loss};
 use crate::runs::{have_fashion_mnist, resume_is_bit_exact, tiny};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use selfsup_data::Loader;
+use selfsup_data::{Batch, Loader};
 use selfsup_train::methods::{build_method, DataShape, Normalization};
 use selfsup_train::optim::{build_optimizer, is_running_stat, trainable_params};
+use selfsup_train::Method;
 use selfsup_train::{TrainConfig, TrainError, Trainer};
 use std::collections::HashMap;
 
@@ -41,23 +42,31 @@ fn changed(a: &Tensor, b: &Tensor) -> bool {
 /// step changes every variable of the side network (Adam moves exactly the
 /// variables with a non-zero gradient) and none of the run's, running statistics
 /// included.
-fn players_stay_apart(method: &str) {
+/// A tiny GAN of `method` (BiGAN's cycle term at `cycle_weight`), its variables, its
+/// config and one batch of synthetic images.
+fn gan_and_batch(method: &str, cycle_weight: f64) -> (Box<dyn Method>, VarMap, TrainConfig, Batch) {
     let device = Device::Cpu;
-    let cfg = TrainConfig {
+    let mut cfg = TrainConfig {
         width: 4,
         batch_size: 4,
         ..TrainConfig::for_method(method)
     };
+    cfg.generative.cycle_weight = cycle_weight;
     let varmap = VarMap::new();
     let data = DataShape {
         images: 4,
         normalization: Normalization::new(&[0.5], &[0.25]),
         ..DataShape::default()
     };
-    let mut model = build_method(&cfg, data, &varmap, &device).unwrap();
-    let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[])).unwrap();
+    let model = build_method(&cfg, data, &varmap, &device).unwrap();
     let loader = Loader::new(synthetic(4, 1, 28, 1), model.views(), 4, 0).unwrap();
     let batch = loader.epoch(0, 0, &device).next().unwrap().unwrap();
+    (model, varmap, cfg, batch)
+}
+
+fn players_stay_apart(method: &str, cycle_weight: f64) {
+    let (mut model, varmap, cfg, batch) = gan_and_batch(method, cycle_weight);
+    let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[])).unwrap();
 
     let main_before = snapshot(main_vars(&varmap));
     let loss = model.loss(&batch).unwrap();
@@ -113,12 +122,30 @@ fn players_stay_apart(method: &str) {
 
 #[test]
 fn dcgan_players_stay_apart() {
-    players_stay_apart("dcgan");
+    players_stay_apart("dcgan", 0.0);
 }
 
 #[test]
 fn bigan_players_stay_apart() {
-    players_stay_apart("bigan");
+    players_stay_apart("bigan", 0.0);
+    players_stay_apart("bigan", 1.0);
+}
+
+/// BiGAN's first loss on one batch from one init, at a cycle-consistency weight.
+fn first_bigan_loss(cycle_weight: f64) -> f64 {
+    let (mut model, _, _, batch) = gan_and_batch("bigan", cycle_weight);
+    let loss = model.loss(&batch).unwrap();
+    f64::from(loss.to_scalar::<f32>().unwrap())
+}
+
+/// The cycle term (ALICE) adds `weight` times one positive reconstruction error.
+#[test]
+fn bigan_cycle_term_scales_with_its_weight() {
+    let plain = first_bigan_loss(0.0);
+    let once = first_bigan_loss(1.0) - plain;
+    let twice = first_bigan_loss(2.0) - plain;
+    assert!(once > 1e-3, "cycle term {once}");
+    assert!((twice - 2.0 * once).abs() < 1e-4 * twice, "{once} {twice}");
 }
 
 #[test]

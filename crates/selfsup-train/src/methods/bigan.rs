@@ -37,6 +37,8 @@ pub struct Bigan {
     discriminator: SideNet<JointDiscriminator>,
     latents: Latents,
     normalization: Normalization,
+    /// Weight of the cycle-consistency term `|G(E(x)) − x|²` (0 for plain BiGAN).
+    cycle_weight: f64,
     device: Device,
     /// The last batch's detached `(x, E(x))` and `(G(z), z)`, for the discriminator.
     pending: Option<[Tensor; 4]>,
@@ -74,6 +76,7 @@ impl Bigan {
             discriminator,
             latents: Latents::new(cfg.seed, latent_dim)?,
             normalization: data.normalization,
+            cycle_weight: cfg.generative.cycle_weight,
             device: vb.device().clone(),
             pending: None,
             shown: None,
@@ -105,7 +108,9 @@ impl Method for Bigan {
     }
 
     /// E and G's loss: the discriminator's, with `(G(z), z)` labelled real and
-    /// `(x, E(x))` fake.
+    /// `(x, E(x))` fake, plus `cycle_weight` times the mean squared error of
+    /// `G(E(x))` against `x` when that weight is positive (ALICE's explicit
+    /// cycle consistency, Li et al. 2017).
     fn loss(&mut self, batch: &Batch) -> candle_core::Result<Tensor> {
         let [x] = batch.views.as_slice() else {
             candle_core::bail!("bigan expects 1 view per image, got {}", batch.views.len())
@@ -114,7 +119,12 @@ impl Method for Bigan {
         let z = self.latents.draw(x.dim(0)?, &self.device)?;
         let fake = self.generator.forward_t(&z, true)?;
         let d = self.discriminator.net.frozen();
-        let loss = discriminator_loss(&d.forward(&fake, &z)?, &d.forward(x, &code)?)?;
+        let mut loss = discriminator_loss(&d.forward(&fake, &z)?, &d.forward(x, &code)?)?;
+        if self.cycle_weight > 0.0 {
+            let rebuilt = self.generator.forward_t(&code, true)?;
+            let cycle = (rebuilt - x)?.sqr()?.mean_all()?;
+            loss = (loss + (cycle * self.cycle_weight)?)?;
+        }
         self.pending = Some([x.detach(), code.detach(), fake.detach(), z]);
         self.shown = Some(keep(x)?);
         Ok(loss)
