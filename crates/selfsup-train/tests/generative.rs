@@ -38,10 +38,6 @@ fn changed(a: &Tensor, b: &Tensor) -> bool {
     d.sum_all().unwrap().to_scalar::<f64>().unwrap() > 0.0
 }
 
-/// The run's step changes the run's variables and not the side network; the side
-/// step changes every variable of the side network (Adam moves exactly the
-/// variables with a non-zero gradient) and none of the run's, running statistics
-/// included.
 /// A tiny GAN of `method` (BiGAN's cycle term at `cycle_weight`), its variables, its
 /// config and one batch of synthetic images.
 fn gan_and_batch(method: &str, cycle_weight: f64) -> (Box<dyn Method>, VarMap, TrainConfig, Batch) {
@@ -64,6 +60,10 @@ fn gan_and_batch(method: &str, cycle_weight: f64) -> (Box<dyn Method>, VarMap, T
     (model, varmap, cfg, batch)
 }
 
+/// The run's step changes the run's variables and not the side network; the side
+/// step changes every variable of the side network (Adam moves exactly the
+/// variables with a non-zero gradient) and none of the run's, running statistics
+/// included.
 fn players_stay_apart(method: &str, cycle_weight: f64) {
     let (mut model, varmap, cfg, batch) = gan_and_batch(method, cycle_weight);
     let mut opt = build_optimizer(&cfg, trainable_params(&varmap, &[])).unwrap();
