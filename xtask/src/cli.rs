@@ -118,6 +118,9 @@ pub struct PretrainArgs {
     /// Smallest crop area shared by a frame-order sample's frames, 1 for none (`pretext.frame_crop`).
     #[arg(long)]
     pub frame_crop: Option<f64>,
+    /// Each frame of a frame-order sample draws its own crop (`pretext.frame_crop_per_frame`).
+    #[arg(long)]
+    pub frame_crop_per_frame: bool,
     /// Side of video frames, in pixels (`video.size`).
     #[arg(long)]
     pub frame_size: Option<usize>,

@@ -71,6 +71,7 @@ pub fn resolve_config(args: &PretrainArgs) -> Result<TrainConfig> {
     p.permutations = args.permutations.unwrap_or(p.permutations);
     p.adversarial_weight = args.adversarial_weight.unwrap_or(p.adversarial_weight);
     p.frame_crop = args.frame_crop.unwrap_or(p.frame_crop);
+    p.frame_crop_per_frame |= args.frame_crop_per_frame;
     if let Some(mask) = &args.mask {
         p.mask = mask.parse()?;
     }

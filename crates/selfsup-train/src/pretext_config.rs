@@ -63,6 +63,11 @@ pub struct PretextConfig {
     /// frames (1 keeps whole frames; they are flipped alike either way). Without it,
     /// Shuffle & Learn memorises a short video: 67% held-out on vtest.avi, 95% with 0.6.
     pub frame_crop: f64,
+    /// Each frame of a frame-order sample draws its own crop instead of sharing one
+    /// (still flipped alike), so that where an item sits no longer tells the order. On
+    /// spinning moving-fmnist items this makes the learned features more useful to the
+    /// class probe (docs/methods.md).
+    pub frame_crop_per_frame: bool,
 }
 
 impl Default for PretextConfig {
@@ -81,6 +86,7 @@ impl Default for PretextConfig {
             questions: 4,
             question_frames: 3,
             frame_crop: 0.6,
+            frame_crop_per_frame: false,
         }
     }
 }

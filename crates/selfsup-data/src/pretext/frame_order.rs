@@ -2,7 +2,7 @@
 //! Shuffle & Learn's frame tuples and odd-one-out's clips. Both read a clip item of a
 //! video dataset (frames stacked along the height, see
 //! [`Dataset::clip_len`](crate::Dataset::clip_len)).
-use crate::augment::crop_and_flip;
+use crate::augment::{crop_and_flip, hflip_in_place, random_resized_crop, DEFAULT_RATIO};
 use crate::error::{DataError, Result};
 use crate::image::Image;
 use crate::rng::Rng;
@@ -49,6 +49,51 @@ pub fn frames_alike(
         .collect()
 }
 
+/// Frames `ts` of a clip, flipped alike but each cropped on its own (independent draws
+/// of the crop in `crop_scale`), so that where things sit in the frame no longer
+/// tells the frames' order and the order has to be read from how they look.
+///
+/// # Shapes
+/// As [`frames_alike`].
+pub fn frames_apart(
+    clip: &Image,
+    ts: &[usize],
+    frame_height: usize,
+    crop_scale: (f64, f64),
+    rng: &mut Rng,
+) -> Vec<Image> {
+    let mut draw = Rng::derive(rng.next_u64(), &[]);
+    let flip = draw.clone().bernoulli(0.5);
+    let crop_seed = draw.next_u64();
+    let crop = |(i, &t): (usize, &usize)| {
+        let frame = clip_frame(clip, t, frame_height);
+        let mut own = Rng::derive(crop_seed, &[i as u64 + 1]);
+        let side = frame_height;
+        let mut v = random_resized_crop(&frame, side, side, crop_scale, DEFAULT_RATIO, &mut own);
+        if flip {
+            hflip_in_place(&mut v);
+        }
+        v
+    };
+    ts.iter().enumerate().map(crop).collect()
+}
+
+/// The frames of one sample: [`frames_apart`] when `per_frame`, else [`frames_alike`].
+fn sample_frames(
+    clip: &Image,
+    ts: &[usize],
+    frame_height: usize,
+    crop_scale: (f64, f64),
+    per_frame: bool,
+    rng: &mut Rng,
+) -> Vec<Image> {
+    if per_frame {
+        frames_apart(clip, ts, frame_height, crop_scale, rng)
+    } else {
+        frames_alike(clip, ts, frame_height, crop_scale, rng)
+    }
+}
+
 /// `count` increasing frame indices below `clip_len`, successive ones at least `gap`
 /// apart: `count` uniform draws from the slack, sorted, the k-th shifted by `k·gap`.
 /// Needs `(count − 1)·gap < clip_len`.
@@ -91,15 +136,18 @@ fn check_clip(setting: &str, clip_len: usize, frame_height: usize, needed: usize
 /// with probability ½) is `(b, c, d)`; a negative (label 0) replaces the middle frame
 /// with `a` or `e`, from outside the `(b, d)` window. Either is reversed with
 /// probability ½, since order is the same forwards and backwards. The three frames are
-/// cropped and flipped alike ([`frames_alike`]).
+/// flipped alike and share one crop ([`frames_alike`]) or, with `crop_per_frame`, draw
+/// their own ([`frames_apart`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShuffleLearnViews {
     /// Frames per clip.
     pub clip_len: usize,
     /// Rows per frame (frames are square).
     pub frame_height: usize,
-    /// Area range of the shared crop; `(1, 1)` keeps whole frames.
+    /// Area range of the crop; `(1, 1)` keeps whole frames.
     pub crop_scale: (f64, f64),
+    /// Each frame draws its own crop instead of sharing one.
+    pub crop_per_frame: bool,
 }
 
 impl ShuffleLearnViews {
@@ -139,7 +187,14 @@ impl ViewRecipe for ShuffleLearnViews {
     fn sample(&self, img: &Image, rng: &mut Rng) -> Sample {
         let (tuple, label) = self.tuple(rng);
         Sample {
-            views: frames_alike(img, &tuple, self.frame_height, self.crop_scale, rng),
+            views: sample_frames(
+                img,
+                &tuple,
+                self.frame_height,
+                self.crop_scale,
+                self.crop_per_frame,
+                rng,
+            ),
             targets: vec![label],
         }
     }
@@ -159,16 +214,18 @@ impl ViewRecipe for ShuffleLearnViews {
 /// `frames` frames each from the clip, at least [`min_gap`] apart. All but one are in
 /// temporal order (forwards or backwards, as a reversed clip is a plausible motion);
 /// the odd one's frames are in an order that is neither. Views are sub-clip-major
-/// (`questions · frames` frames, all cropped and flipped alike, [`frames_alike`]); the
-/// label is the odd sub-clip's index.
+/// (`questions · frames` frames, cropped as Shuffle & Learn's); the label is the odd
+/// sub-clip's index.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OddOneOutViews {
     /// Frames per clip.
     pub clip_len: usize,
     /// Rows per frame (frames are square).
     pub frame_height: usize,
-    /// Area range of the shared crop; `(1, 1)` keeps whole frames.
+    /// Area range of the crop; `(1, 1)` keeps whole frames.
     pub crop_scale: (f64, f64),
+    /// Each frame draws its own crop instead of sharing one.
+    pub crop_per_frame: bool,
     /// Sub-clips per question (N).
     pub questions: usize,
     /// Frames per sub-clip.
@@ -219,7 +276,14 @@ impl ViewRecipe for OddOneOutViews {
         let (clips, odd) = self.question(rng);
         let ts: Vec<usize> = clips.concat();
         Sample {
-            views: frames_alike(img, &ts, self.frame_height, self.crop_scale, rng),
+            views: sample_frames(
+                img,
+                &ts,
+                self.frame_height,
+                self.crop_scale,
+                self.crop_per_frame,
+                rng,
+            ),
             targets: vec![odd],
         }
     }
@@ -277,6 +341,7 @@ mod tests {
             clip_len: 16,
             frame_height: 3,
             crop_scale: (0.6, 1.0),
+            crop_per_frame: false,
         };
         recipe.validate().unwrap();
         let clip = numbered_clip(16);
@@ -312,6 +377,7 @@ mod tests {
             clip_len: 16,
             frame_height: 3,
             crop_scale: (0.6, 1.0),
+            crop_per_frame: false,
             questions: 4,
             frames: 3,
         };
@@ -356,6 +422,35 @@ mod tests {
             differ |= views[0].data != frame;
         }
         assert!(differ, "the crop never changed the frame");
+    }
+
+    #[test]
+    fn frames_apart_draw_their_own_crop_but_share_the_flip() {
+        // A gradient along x: a flipped crop decreases along its rows, an unflipped one
+        // increases; crops that differ give different frames.
+        let frame: Vec<f32> = (0..64).map(|p| (p % 8) as f32 / 8.0).collect();
+        let clip = Image {
+            channels: 1,
+            height: 8 * 5,
+            width: 8,
+            data: frame.repeat(5),
+        };
+        let (mut differ, mut flips) = (0, 0);
+        for i in 0..20 {
+            let views = frames_apart(&clip, &[0, 2, 4], 8, (0.3, 0.6), &mut Rng::derive(2, &[i]));
+            let flipped: Vec<bool> = views.iter().map(|v| v.data[7] < v.data[0]).collect();
+            assert!(
+                flipped.iter().all(|&f| f == flipped[0]),
+                "sample {i}: {flipped:?}"
+            );
+            flips += usize::from(flipped[0]);
+            differ += usize::from(views.iter().any(|v| v != &views[0]));
+        }
+        assert!(
+            differ >= 15,
+            "frames differed in only {differ} of 20 samples"
+        );
+        assert!((3..=17).contains(&flips), "{flips} of 20 samples flipped");
     }
 
     #[test]

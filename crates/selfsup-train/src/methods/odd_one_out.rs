@@ -21,7 +21,7 @@ impl FrameRecipe for OddOneOutViews {
 
 impl OddOneOut {
     /// Odd-one-out with `cfg.pretext.questions` sub-clips of `cfg.pretext.question_frames`
-    /// frames, sharing a crop of `cfg.pretext.frame_crop`.
+    /// frames, cropped as Shuffle & Learn's frames are.
     ///
     /// # Errors
     /// If the data are not video clips long enough for the sub-clips, or for an unknown
@@ -31,6 +31,7 @@ impl OddOneOut {
             clip_len: data.clip_len,
             frame_height: data.size,
             crop_scale: (cfg.pretext.frame_crop, 1.0),
+            crop_per_frame: cfg.pretext.frame_crop_per_frame,
             questions: cfg.pretext.questions,
             frames: cfg.pretext.question_frames,
         };

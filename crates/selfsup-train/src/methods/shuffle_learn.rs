@@ -29,8 +29,9 @@ impl FrameRecipe for ShuffleLearnViews {
 }
 
 impl ShuffleLearn {
-    /// Shuffle & Learn on the clips of `data`, its frames sharing a crop of
-    /// `cfg.pretext.frame_crop`.
+    /// Shuffle & Learn on the clips of `data`, its frames cropped to at least
+    /// `cfg.pretext.frame_crop` of their area, one crop for all or one each
+    /// (`cfg.pretext.frame_crop_per_frame`).
     ///
     /// # Errors
     /// If the data are not video clips long enough for a tuple, or for an unknown encoder.
@@ -40,6 +41,7 @@ impl ShuffleLearn {
             clip_len: data.clip_len,
             frame_height: data.size,
             crop_scale: (cfg.pretext.frame_crop, 1.0),
+            crop_per_frame: cfg.pretext.frame_crop_per_frame,
         };
         views.validate()?;
         Ok(Self {
