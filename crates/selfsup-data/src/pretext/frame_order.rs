@@ -49,19 +49,24 @@ pub fn frames_alike(
         .collect()
 }
 
-/// Frames `ts` of a clip, flipped alike but each cropped on its own (independent draws
-/// of the crop in `crop_scale`), so that where things sit in the frame no longer
-/// tells the frames' order and the order has to be read from how they look.
+/// The frames `ts` of one sample. Without `per_frame` they share one crop
+/// ([`frames_alike`]); with it they are still flipped alike but each draws its own crop
+/// in `crop_scale`, so that where things sit in the frame no longer tells the frames'
+/// order and the order has to be read from how they look.
 ///
 /// # Shapes
 /// As [`frames_alike`].
-pub fn frames_apart(
+pub fn sample_frames(
     clip: &Image,
     ts: &[usize],
     frame_height: usize,
     crop_scale: (f64, f64),
+    per_frame: bool,
     rng: &mut Rng,
 ) -> Vec<Image> {
+    if !per_frame {
+        return frames_alike(clip, ts, frame_height, crop_scale, rng);
+    }
     let mut draw = Rng::derive(rng.next_u64(), &[]);
     let flip = draw.clone().bernoulli(0.5);
     let crop_seed = draw.next_u64();
@@ -76,22 +81,6 @@ pub fn frames_apart(
         v
     };
     ts.iter().enumerate().map(crop).collect()
-}
-
-/// The frames of one sample: [`frames_apart`] when `per_frame`, else [`frames_alike`].
-fn sample_frames(
-    clip: &Image,
-    ts: &[usize],
-    frame_height: usize,
-    crop_scale: (f64, f64),
-    per_frame: bool,
-    rng: &mut Rng,
-) -> Vec<Image> {
-    if per_frame {
-        frames_apart(clip, ts, frame_height, crop_scale, rng)
-    } else {
-        frames_alike(clip, ts, frame_height, crop_scale, rng)
-    }
 }
 
 /// `count` increasing frame indices below `clip_len`, successive ones at least `gap`
@@ -136,8 +125,8 @@ fn check_clip(setting: &str, clip_len: usize, frame_height: usize, needed: usize
 /// with probability ½) is `(b, c, d)`; a negative (label 0) replaces the middle frame
 /// with `a` or `e`, from outside the `(b, d)` window. Either is reversed with
 /// probability ½, since order is the same forwards and backwards. The three frames are
-/// flipped alike and share one crop ([`frames_alike`]) or, with `crop_per_frame`, draw
-/// their own ([`frames_apart`]).
+/// flipped alike and share one crop or, with `crop_per_frame`, draw their own
+/// ([`sample_frames`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShuffleLearnViews {
     /// Frames per clip.
@@ -425,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn frames_apart_draw_their_own_crop_but_share_the_flip() {
+    fn per_frame_crops_differ_but_the_flip_is_shared() {
         // A gradient along x: a flipped crop decreases along its rows, an unflipped one
         // increases; crops that differ give different frames.
         let frame: Vec<f32> = (0..64).map(|p| (p % 8) as f32 / 8.0).collect();
@@ -437,7 +426,8 @@ mod tests {
         };
         let (mut differ, mut flips) = (0, 0);
         for i in 0..20 {
-            let views = frames_apart(&clip, &[0, 2, 4], 8, (0.3, 0.6), &mut Rng::derive(2, &[i]));
+            let rng = &mut Rng::derive(2, &[i]);
+            let views = sample_frames(&clip, &[0, 2, 4], 8, (0.3, 0.6), true, rng);
             let flipped: Vec<bool> = views.iter().map(|v| v.data[7] < v.data[0]).collect();
             assert!(
                 flipped.iter().all(|&f| f == flipped[0]),
