@@ -13,6 +13,7 @@ mod bench_epoch;
 mod bench_profile;
 mod cli;
 mod eval_cmd;
+mod malloc;
 mod prepare_video;
 mod pretrain;
 mod report;
@@ -20,6 +21,7 @@ mod report;
 use clap::Parser;
 
 fn main() {
+    malloc::tune();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Pretrain(args) => pretrain::run(*args),

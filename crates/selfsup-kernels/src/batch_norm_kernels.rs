@@ -36,9 +36,43 @@ pub(crate) fn dims(l: &Layout) -> Result<Dims> {
     Ok((n, c, h * w))
 }
 
-/// The flat ranges of channel `ci`'s `n` planes.
-fn planes(ci: usize, (n, c, hw): Dims) -> impl Iterator<Item = std::ops::Range<usize>> {
-    (0..n).map(move |ni| (ni * c + ci) * hw..(ni * c + ci + 1) * hw)
+/// Sample groups of [`channel_sums`]: fixed, so that the sums do not depend
+/// on the thread count.
+const SAMPLE_GROUPS: usize = 16;
+
+/// Per channel, `Σ f(ci, plane)` over the channel's planes, in f64.
+///
+/// The planes are visited in memory order (sample by sample), in
+/// [`SAMPLE_GROUPS`] runs of samples that go in parallel and are then added
+/// in order: a channel-by-channel walk would jump a whole sample between
+/// planes, which for the few-pixel planes of a CNN's last layers leaves the
+/// hardware prefetcher nothing to stream.
+fn channel_sums(
+    (n, c, hw): Dims,
+    f: impl Fn(usize, std::ops::Range<usize>) -> (f64, f64) + Sync,
+) -> Vec<(f64, f64)> {
+    let per_group = n.div_ceil(SAMPLE_GROUPS).max(1);
+    let groups: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(per_group))
+        .into_par_iter()
+        .map(|gi| {
+            let mut acc = vec![(0f64, 0f64); c];
+            for ni in gi * per_group..n.min((gi + 1) * per_group) {
+                for (ci, a) in acc.iter_mut().enumerate() {
+                    let at = (ni * c + ci) * hw;
+                    let t = f(ci, at..at + hw);
+                    *a = (a.0 + t.0, a.1 + t.1);
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![(0f64, 0f64); c];
+    for part in groups {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t = (t.0 + p.0, t.1 + p.1);
+        }
+    }
+    total
 }
 
 /// Per-channel pairs as the rows of a `(2, C)` buffer: all firsts, then all seconds.
@@ -149,35 +183,28 @@ pub(crate) fn batch_stats(
     sync: &Option<Arc<dyn StatsReducer>>,
 ) -> Result<Vec<(f32, f32)>> {
     let _t = profile::scope("bn.stats");
-    let per_channel = |f: &(dyn Fn(usize) -> f64 + Sync)| -> Result<Vec<f64>> {
-        let local: Vec<f64> = (0..d.1).into_par_iter().map(f).collect();
+    let across = |local: Vec<f64>| -> Result<Vec<f64>> {
         match sync {
             Some(group) => reduce(group.as_ref(), &local),
             None => Ok(local),
         }
     };
     let m = ((d.0 * d.2) * world(sync)).max(1) as f64;
-    let sums = per_channel(&|ci| channel_sum(x, d, ci, |v| v))?;
+    let sums = channel_sums(d, |_, r| {
+        let s = lane_sums(&x[r.clone()], &x[r], |v, _| (v, 0.0)).0;
+        (f64::from(s), 0.0)
+    });
+    let sums = across(sums.into_iter().map(|s| s.0).collect())?;
     let means: Vec<f64> = sums.iter().map(|s| s / m).collect();
     // Centred on the f64 mean and summed in f64: in f32, a mean that rounds to
     // another f32 on another rank's share of the sums would shift the variance.
-    let squares = per_channel(&|ci| {
-        let mean = means[ci];
-        planes(ci, d).map(|r| centred_squares(&x[r], mean)).sum()
-    })?;
+    let squares = channel_sums(d, |ci, r| (centred_squares(&x[r], means[ci]), 0.0));
+    let squares = across(squares.into_iter().map(|s| s.0).collect())?;
     Ok(means
         .iter()
         .zip(&squares)
         .map(|(&mean, &ss)| (mean as f32, (ss / m) as f32))
         .collect())
-}
-
-/// `Σ f(v)` over channel `ci` of `x`: per plane in f32 lanes (vectorised), across
-/// planes in f64.
-fn channel_sum(x: &[f32], d: Dims, ci: usize, f: impl Fn(f32) -> f32) -> f64 {
-    planes(ci, d)
-        .map(|r| lane_sums(&x[r.clone()], &x[r], |v, _| (f(v), 0.0)).0 as f64)
-        .sum()
 }
 
 /// `Σ (v − mean)²` over `x` in f64, in independent lanes (vectorised).
@@ -340,20 +367,19 @@ impl CustomOp3 for BnGradSums {
         let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
         let c = d.1;
         let gates = self.0.relu_gates(p, c);
-        let pairs = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let mean = p[ci];
+        let sums = channel_sums(d, |ci, r| {
+            let mean = p[ci];
+            let (g, gx) = lane_sums(&x[r.clone()], &dy[r], |v, g| {
+                let g = gate(g, v, gates[ci]);
+                (g, g * (v - mean))
+            });
+            (f64::from(g), f64::from(gx))
+        });
+        let pairs = sums
+            .iter()
+            .enumerate()
+            .map(|(ci, &(s0, s1))| {
                 let inv = 1.0 / (p[c + ci] as f64 + self.0.eps).sqrt();
-                let (mut s0, mut s1) = (0f64, 0f64);
-                for r in planes(ci, d) {
-                    let (g, gx) = lane_sums(&x[r.clone()], &dy[r], |v, g| {
-                        let g = gate(g, v, gates[ci]);
-                        (g, g * (v - mean))
-                    });
-                    s0 += g as f64;
-                    s1 += gx as f64;
-                }
                 (s0 as f32, (s1 * inv) as f32)
             })
             .collect();

@@ -2,19 +2,21 @@
 //! gradient and input gradient, each im2col/col2im plus one gemm per chunk
 //! of samples.
 //!
-//! A *chunk* is a run of consecutive samples whose columns sit side by side
-//! in one column block, so that each gemm is wide enough to run well even
-//! when a sample has few output pixels. With one sample per chunk the gemm
-//! reads and writes the tensors in place; with more, the output (or the
-//! incoming gradient) is scattered (gathered) between the sample-major
-//! tensor and the block's channel-major layout.
+//! A *chunk* is a run of consecutive samples whose im2col rows (one per
+//! output pixel, pixel-major: see [`crate::patches`]) form one column
+//! block, so that each gemm is large enough to run well even when a sample
+//! has few output pixels. The forward's gemm yields the chunk's output
+//! pixel-major, which is transposed into the `(N, O, Ho, Wo)` tensor; the
+//! backward reads the incoming gradient in place for one sample per chunk
+//! and gathers it into a channel-major block for more.
 
 use candle_core::Result;
 use rayon::prelude::*;
 
 use crate::geometry::ConvGeometry;
 use crate::patches::{
-    cols_from_phases, merge_sample, phases_from_cols, split_sample, Image, Phases,
+    cols_from_padded, from_pixel_major, pad_sample, padded_from_cols, to_pixel_major, unpad_sample,
+    Image, Padded,
 };
 use crate::profile::scope;
 use crate::sgemm::{gemm, Mat, Threads};
@@ -76,7 +78,7 @@ impl Plan {
 struct Buffers {
     cols: Vec<f32>,
     grad: Vec<f32>,
-    phases: Vec<f32>,
+    padded: Vec<f32>,
 }
 
 /// The first `len` values of `v`, grown as needed (contents unspecified).
@@ -87,24 +89,25 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// im2col of samples `n0 .. n0 + b` into a `(K, b * Ho * Wo)` block.
+/// im2col of samples `n0 .. n0 + b` into a pixel-major `(b * Ho * Wo, K)`
+/// block.
 fn gather_cols<'a>(
     x: &Image<'_>,
     g: &ConvGeometry,
     n0: usize,
     b: usize,
     buf: &'a mut Vec<f32>,
-    phases: &mut Vec<f32>,
+    padded: &mut Vec<f32>,
 ) -> Result<Mat<'a>> {
     let (k, p) = (g.patch_len(), g.out_plane());
-    let cols = sized(buf, k * b * p);
-    let ph = Phases::new(g);
-    let scratch = sized(phases, ph.len(g));
+    let cols = sized(buf, b * p * k);
+    let pd = Padded::new(g);
+    let scratch = sized(padded, pd.len(g));
     for s in 0..b {
-        split_sample(x, n0 + s, g, &ph, scratch);
-        cols_from_phases(scratch, g, &ph, cols, b * p, s * p);
+        pad_sample(x, n0 + s, g, &pd, scratch);
+        cols_from_padded(scratch, g, &pd, &mut cols[s * p * k..][..p * k]);
     }
-    Mat::rows(cols, k, b * p)
+    Mat::rows(cols, b * p, k)
 }
 
 /// Samples `n0 .. n0 + b` of `gy` `(N, O, P)` as an `(O, b * P)` matrix:
@@ -134,23 +137,24 @@ fn grad_block<'a>(
 pub(crate) fn forward(x: &Image<'_>, w: &[f32], plan: &Plan) -> Result<Vec<f32>> {
     let (g, o) = (&plan.g, plan.o);
     let (k, p) = (g.patch_len(), g.out_plane());
-    let wm = Mat::rows(w, o, k)?;
+    let wp = to_pixel_major(w, g);
+    let wm = Mat::rows(&wp, o, k)?;
     let mut y = vec![0f32; g.n * o * p];
     plan.run(&mut y, plan.per_chunk * o * p, |bufs, (ci, y)| {
         let (n0, b) = (ci * plan.per_chunk, y.len() / (o * p));
         let cols = {
             let _t = scope("conv.fwd.im2col");
-            gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.phases)?
+            gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
         };
         if b == 1 {
             let _t = scope("conv.fwd.gemm");
-            return gemm(y, p, wm, cols, false, plan.threads());
+            return gemm(y, p, wm, cols.t(), false, plan.threads());
         }
         let ld = b * p;
         let tmp = sized(&mut bufs.grad, o * ld);
         {
             let _t = scope("conv.fwd.gemm");
-            gemm(tmp, ld, wm, cols, false, plan.threads())?;
+            gemm(tmp, ld, wm, cols.t(), false, plan.threads())?;
         }
         let _t = scope("conv.fwd.scatter");
         for (s, sample) in y.chunks_exact_mut(o * p).enumerate() {
@@ -167,33 +171,32 @@ pub(crate) fn forward(x: &Image<'_>, w: &[f32], plan: &Plan) -> Result<Vec<f32>>
 pub(crate) fn grad_x(w: &[f32], gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
     let (g, o) = (&plan.g, plan.o);
     let (k, p, len) = (g.patch_len(), g.out_plane(), g.in_sample());
-    let wt = Mat::rows(w, o, k)?.t();
+    let wp = to_pixel_major(w, g);
+    let wm = Mat::rows(&wp, o, k)?;
     let mut dx = vec![0f32; g.n * len];
     plan.run(&mut dx, plan.per_chunk * len, |bufs, (ci, dx)| {
         let (n0, b) = (ci * plan.per_chunk, dx.len() / len);
-        let ld = b * p;
         let gm = {
             let _t = scope("conv.bwd.x.gather");
             grad_block(gy, (o, p), n0, b, &mut bufs.grad)?
         };
-        let gcols = sized(&mut bufs.cols, k * ld);
+        let gcols = sized(&mut bufs.cols, b * p * k);
         {
             let _t = scope("conv.bwd.x.gemm");
-            gemm(gcols, ld, wt, gm, false, plan.threads())?;
+            gemm(gcols, k, gm.t(), wm, false, plan.threads())?;
         }
         let _t = scope("conv.bwd.x.col2im");
-        let ph = Phases::new(g);
-        let scratch = sized(&mut bufs.phases, ph.len(g));
-        for (s, img) in dx.chunks_exact_mut(len).enumerate() {
+        let pd = Padded::new(g);
+        let scratch = sized(&mut bufs.padded, pd.len(g));
+        for (img, rows) in dx.chunks_exact_mut(len).zip(gcols.chunks_exact(p * k)) {
             scratch.fill(0.0);
-            phases_from_cols(gcols, ld, s * p, g, &ph, scratch);
-            merge_sample(scratch, g, &ph, img);
+            padded_from_cols(rows, g, &pd, scratch);
+            unpad_sample(scratch, g, &pd, img);
         }
         Ok(())
     })?;
     Ok(dx)
 }
-
 /// `dw (O, C, kh, kw)`: the gradient of `conv(x, w)` for `w`, given `gy`.
 ///
 /// The sum over samples is split into a fixed number of groups of chunks
@@ -218,14 +221,14 @@ pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>>
             let b = plan.per_chunk.min(g.n - n0);
             let cols = {
                 let _t = scope("conv.bwd.w.im2col");
-                gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.phases)?
+                gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
             };
             let gm = {
                 let _t = scope("conv.bwd.w.gather");
                 grad_block(gy, (o, p), n0, b, &mut bufs.grad)?
             };
             let _t = scope("conv.bwd.w.gemm");
-            gemm(&mut acc, k, gm, cols.t(), i > 0, plan.threads())?;
+            gemm(&mut acc, k, gm, cols, i > 0, plan.threads())?;
         }
         Ok(acc)
     };
@@ -248,5 +251,5 @@ pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>>
             t.iter_mut().zip(src).for_each(|(t, v)| *t += v);
         }
     });
-    Ok(total)
+    Ok(from_pixel_major(&total, g))
 }

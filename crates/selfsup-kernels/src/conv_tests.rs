@@ -359,3 +359,19 @@ fn transposed_convolution_matches_candle_and_is_the_adjoint() -> Result<()> {
     assert!(conv_transpose2d(&rand(&[1, 2, 1, 1], 1)?, &rand(&[2, 2, 1, 1], 1)?, 1, 1).is_err());
     Ok(())
 }
+
+/// A sample's output does not depend on the rest of the batch, bit for bit: the
+/// data-parallel equivalence relies on it (two ranks at batch B against one
+/// process at 2B).
+#[test]
+fn a_samples_output_does_not_depend_on_its_batch() -> Result<()> {
+    for (c, o, hw, s) in [(1, 4, 28, 1), (4, 8, 28, 2), (8, 16, 14, 2), (16, 32, 7, 2)] {
+        let x = rand(&[16, c, hw, hw], 1)?;
+        let w = rand(&[o, c, 3, 3], 2)?;
+        let whole = conv2d(&x, &w, s, 1)?.narrow(0, 8, 8)?;
+        let half = conv2d(&x.narrow(0, 8, 8)?, &w, s, 1)?;
+        let diff = (whole - half)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff == 0.0, "{c}->{o} {hw}x{hw} s{s}: {diff}");
+    }
+    Ok(())
+}

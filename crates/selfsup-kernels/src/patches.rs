@@ -1,16 +1,18 @@
-//! One sample's im2col and col2im on raw slices, into and out of a block of
-//! a column matrix, through a padded, phase-split copy of the sample.
+//! One sample's im2col and col2im on raw slices, through a padded,
+//! pixel-major copy of the sample.
 //!
-//! A *column block* holds the columns of several samples side by side: row
-//! `r = (c * kh + i) * kw + j` (one per channel and kernel tap) has length
-//! `ld`, and sample `s` of the block owns columns `s * Ho * Wo ..` of every
-//! row, one per output pixel.
+//! The column block is pixel-major: one row per output pixel, of length
+//! `K = kh * kw * C`, ordered `(i, j, c)` (kernel tap row, tap column,
+//! channel). Sample `s` of a block owns rows `s * Ho * Wo ..`. In a padded
+//! `(Hp, Wp, C)` copy of the sample, the `kw` taps of one kernel row sit at
+//! adjacent pixels, so each row of the block is `kh` contiguous runs of
+//! `kw * C` values: long copies (and, for col2im, long adds) even when the
+//! output planes are only a few pixels wide, as in the last layers of a
+//! small CNN. The weights are permuted to the same `(O, kh, kw, C)` order
+//! by [`to_pixel_major`].
 //!
-//! im2col is [`split_sample`] then [`cols_from_phases`]; col2im is
-//! [`phases_from_cols`] then [`merge_sample`]. The strided, padded accesses
-//! happen once per input pixel in the split and merge; the per-tap work in
-//! between is contiguous copies and adds, which matters most for col2im (a
-//! strided read-modify-write otherwise).
+//! im2col is [`pad_sample`] then [`cols_from_padded`]; col2im is
+//! [`padded_from_cols`] then [`unpad_sample`].
 
 use candle_core::{bail, Layout, Result};
 
@@ -61,153 +63,144 @@ impl<'a> Image<'a> {
     }
 }
 
-/// The padded, phase-split copy of one sample that the phased im2col and
-/// col2im work on.
-///
-/// With stride `s`, padded pixel `(y, x)` goes to phase plane
-/// `(y % s, x % s)` at `(y / s, x / s)`. Kernel tap `(i, j)` at output pixel
-/// `(oh, ow)` reads padded pixel `(oh * s + i, ow * s + j)`: in phase plane
-/// `(i % s, j % s)` that is `(oh + i / s, ow + j / s)`, so one output row is
-/// one contiguous run of a phase plane, with the padding already in place.
+/// The padded, pixel-major `(Hp, Wp, C)` copy of one sample.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Phases {
-    s: usize,
-    /// Phase plane size.
-    hq: usize,
-    wq: usize,
+pub(crate) struct Padded {
+    wp: usize,
+    hp: usize,
 }
 
-impl Phases {
+impl Padded {
     pub(crate) fn new(g: &ConvGeometry) -> Self {
-        let (s, hp, wp) = (g.stride, g.h + 2 * g.padding, g.w + 2 * g.padding);
         Self {
-            s,
-            hq: hp.div_ceil(s),
-            wq: wp.div_ceil(s),
+            hp: g.h + 2 * g.padding,
+            wp: g.w + 2 * g.padding,
         }
     }
 
-    /// Values per sample: `C * s * s` phase planes.
+    /// Values per sample.
     pub(crate) fn len(&self, g: &ConvGeometry) -> usize {
-        g.c * self.s * self.s * self.hq * self.wq
-    }
-
-    /// Start of phase plane `(a, b)` of channel `ci`.
-    fn plane(&self, ci: usize, a: usize, b: usize) -> usize {
-        ((ci * self.s + a) * self.s + b) * self.hq * self.wq
-    }
-
-    /// First `j` with `b + s * j >= v`.
-    fn first(&self, b: usize, v: usize) -> usize {
-        v.saturating_sub(b).div_ceil(self.s)
+        self.hp * self.wp * g.c
     }
 }
 
-/// Fills `buf` (`ph.len(g)` values) with sample `ni` of `x`, padded and
-/// phase-split.
-pub(crate) fn split_sample(
-    x: &Image<'_>,
-    ni: usize,
-    g: &ConvGeometry,
-    ph: &Phases,
-    buf: &mut [f32],
-) {
+/// Fills `buf` (`pd.len(g)` values) with sample `ni` of `x`, zero-padded,
+/// pixel-major.
+pub(crate) fn pad_sample(x: &Image<'_>, ni: usize, g: &ConvGeometry, pd: &Padded, buf: &mut [f32]) {
     let [sn, sc, sh, sw] = x.strides;
-    let (s, p) = (ph.s, g.padding);
-    for ci in 0..g.c {
-        let base = x.offset + ni * sn + ci * sc;
-        for a in 0..s {
-            for b in 0..s {
-                let plane = &mut buf[ph.plane(ci, a, b)..][..ph.hq * ph.wq];
-                let (lo, hi) = (ph.first(b, p).min(ph.wq), ph.first(b, g.w + p).min(ph.wq));
-                for (i, row) in plane.chunks_exact_mut(ph.wq).enumerate() {
-                    let y = a + s * i;
-                    if y < p || y >= g.h + p || lo >= hi {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    row[..lo].fill(0.0);
-                    row[hi..].fill(0.0);
-                    let src = base + (y - p) * sh + (b + s * lo - p) * sw;
-                    let dst = &mut row[lo..hi];
-                    if s * sw == 1 {
-                        dst.copy_from_slice(&x.data[src..src + dst.len()]);
-                    } else {
-                        let src = &x.data[src..=src + (dst.len() - 1) * s * sw];
-                        let src = src.iter().step_by(s * sw);
-                        dst.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
-                    }
-                }
+    let (c, p, line) = (g.c, g.padding, pd.wp * g.c);
+    let base = x.offset + ni * sn;
+    if line == 0 {
+        return;
+    }
+    for (yp, row) in buf.chunks_exact_mut(line).enumerate() {
+        if yp < p || yp >= g.h + p {
+            row.fill(0.0);
+            continue;
+        }
+        row[..p * c].fill(0.0);
+        row[(g.w + p) * c..].fill(0.0);
+        let inner = &mut row[p * c..(g.w + p) * c];
+        let y = yp - p;
+        if c < 8 {
+            // Few channels: one strided write pass per channel.
+            for ci in 0..c {
+                let src = base + ci * sc + y * sh;
+                let dst = inner[ci..].iter_mut().step_by(c);
+                dst.enumerate()
+                    .for_each(|(xi, d)| *d = x.data[src + xi * sw]);
+            }
+        } else {
+            // Many: fill each pixel's channels in order (contiguous writes).
+            for (xi, px) in inner.chunks_exact_mut(c).enumerate() {
+                let src = base + y * sh + xi * sw;
+                px.iter_mut()
+                    .enumerate()
+                    .for_each(|(ci, d)| *d = x.data[src + ci * sc]);
             }
         }
     }
 }
 
-/// Writes the columns of a sample split into `buf` to the column block
-/// `cols` (row length `ld`) at columns `col0 .. col0 + Ho * Wo`.
-pub(crate) fn cols_from_phases(
-    buf: &[f32],
-    g: &ConvGeometry,
-    ph: &Phases,
-    cols: &mut [f32],
-    ld: usize,
-    col0: usize,
-) {
-    let (s, wo) = (ph.s, g.wo);
-    for r in 0..g.patch_len() {
-        let (ci, ki, kj) = g.split_row(r);
-        let plane = &buf[ph.plane(ci, ki % s, kj % s)..][..ph.hq * ph.wq];
-        let row = &mut cols[r * ld + col0..][..g.out_plane()];
-        for (oh, seg) in row.chunks_exact_mut(wo).enumerate() {
-            seg.copy_from_slice(&plane[(oh + ki / s) * ph.wq + kj / s..][..wo]);
+/// Writes the im2col rows of a sample padded into `buf` to `cols`
+/// (`Ho * Wo` rows of `K` values).
+pub(crate) fn cols_from_padded(buf: &[f32], g: &ConvGeometry, pd: &Padded, cols: &mut [f32]) {
+    let (run, k, s) = (g.kw * g.c, g.patch_len(), g.stride);
+    if k == 0 {
+        return;
+    }
+    for (pix, row) in cols.chunks_exact_mut(k).take(g.out_plane()).enumerate() {
+        let (oh, ow) = (pix / g.wo, pix % g.wo);
+        for (i, seg) in row.chunks_exact_mut(run).enumerate() {
+            let src = ((oh * s + i) * pd.wp + ow * s) * g.c;
+            seg.copy_from_slice(&buf[src..src + run]);
         }
     }
 }
 
-/// Adds the column block's columns `col0 ..` into `buf` (zeroed by the
-/// caller): the adjoint of [`cols_from_phases`].
-pub(crate) fn phases_from_cols(
-    cols: &[f32],
-    ld: usize,
-    col0: usize,
-    g: &ConvGeometry,
-    ph: &Phases,
-    buf: &mut [f32],
-) {
-    let (s, wo) = (ph.s, g.wo);
-    for r in 0..g.patch_len() {
-        let (ci, ki, kj) = g.split_row(r);
-        let plane = &mut buf[ph.plane(ci, ki % s, kj % s)..][..ph.hq * ph.wq];
-        let row = &cols[r * ld + col0..][..g.out_plane()];
-        for (oh, seg) in row.chunks_exact(wo).enumerate() {
-            let dst = &mut plane[(oh + ki / s) * ph.wq + kj / s..][..wo];
+/// Adds the im2col rows `cols` of one sample into `buf` (zeroed by the
+/// caller): the adjoint of [`cols_from_padded`].
+pub(crate) fn padded_from_cols(cols: &[f32], g: &ConvGeometry, pd: &Padded, buf: &mut [f32]) {
+    let (run, k, s) = (g.kw * g.c, g.patch_len(), g.stride);
+    if k == 0 {
+        return;
+    }
+    for (pix, row) in cols.chunks_exact(k).take(g.out_plane()).enumerate() {
+        let (oh, ow) = (pix / g.wo, pix % g.wo);
+        for (i, seg) in row.chunks_exact(run).enumerate() {
+            let dst = ((oh * s + i) * pd.wp + ow * s) * g.c;
+            let dst = &mut buf[dst..dst + run];
             dst.iter_mut().zip(seg).for_each(|(d, v)| *d += v);
         }
     }
 }
 
 /// Writes the unpadded pixels of `buf` to one sample's contiguous
-/// `(C, H, W)` image `dst`: the adjoint of [`split_sample`].
-pub(crate) fn merge_sample(buf: &[f32], g: &ConvGeometry, ph: &Phases, dst: &mut [f32]) {
-    let (s, p, w) = (ph.s, g.padding, g.w);
-    for (ci, img) in dst.chunks_exact_mut(g.h * w).enumerate() {
-        for (yi, line) in img.chunks_exact_mut(w).enumerate() {
-            let y = yi + p;
-            for b in 0..s {
-                // Pixels x = b + s * j - p of this line, j from `lo`.
-                let lo = ph.first(b, p);
-                let start = b + s * lo - p;
-                if start >= w {
-                    continue;
-                }
-                let plane = &buf[ph.plane(ci, y % s, b) + (y / s) * ph.wq..][..ph.wq];
-                if s == 1 {
-                    line.copy_from_slice(&plane[lo..lo + w]);
-                } else {
-                    let d = line[start..].iter_mut().step_by(s);
-                    d.zip(&plane[lo..]).for_each(|(d, v)| *d = *v);
-                }
-            }
+/// `(C, H, W)` image `dst`: the adjoint of [`pad_sample`].
+pub(crate) fn unpad_sample(buf: &[f32], g: &ConvGeometry, pd: &Padded, dst: &mut [f32]) {
+    let (c, p, hw) = (g.c, g.padding, g.h * g.w);
+    if hw == 0 {
+        return;
+    }
+    for y in 0..g.h {
+        let inner = &buf[((y + p) * pd.wp + p) * c..][..g.w * c];
+        for (ci, plane) in dst.chunks_exact_mut(hw).enumerate() {
+            let line = &mut plane[y * g.w..][..g.w];
+            let src = inner[ci..].iter().step_by(c);
+            line.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
         }
     }
+}
+
+/// Reorders an `(O, C, kh, kw)` kernel to `(O, kh, kw, C)`, the column
+/// order of the pixel-major blocks.
+pub(crate) fn to_pixel_major(w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    transpose_blocks(w, g.c, g.kh * g.kw)
+}
+
+/// Reorders an `(O, kh, kw, C)` kernel back to `(O, C, kh, kw)`: the
+/// inverse of [`to_pixel_major`].
+pub(crate) fn from_pixel_major(w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    transpose_blocks(w, g.kh * g.kw, g.c)
+}
+
+/// Transposes each consecutive `rows x cols` block of `v`.
+fn transpose_blocks(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    if rows * cols == 0 {
+        return out;
+    }
+    for (src, dst) in v
+        .chunks_exact(rows * cols)
+        .zip(out.chunks_exact_mut(rows * cols))
+    {
+        for (i, line) in src.chunks_exact(cols).enumerate() {
+            dst[i..]
+                .iter_mut()
+                .step_by(rows)
+                .zip(line)
+                .for_each(|(d, v)| *d = *v);
+        }
+    }
+    out
 }

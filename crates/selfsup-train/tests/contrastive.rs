@@ -88,7 +88,10 @@ fn pirl_learns_on_a_small_subset() {
 
 #[test]
 fn moco_learns_on_a_small_subset() {
-    epochs_lower_the_loss("moco", 8, 0.05);
+    // The key encoder trails the query encoder (momentum 0.99), so MoCo's loss falls
+    // slowest, and its epoch means move by up to 3.5% from one epoch to the next: in
+    // one measured run, 4.64 at epoch 2, 4.41 (-5.0%) at epoch 8, 4.22 (-9.0%) at 16.
+    epochs_lower_the_loss("moco", 16, 0.05);
 }
 
 #[test]
