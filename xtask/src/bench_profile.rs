@@ -92,7 +92,7 @@ pub fn print_profile(
     for (name, time, _) in totals.iter().filter(|(n, _, _)| is_piece(n)) {
         println!("  {name:<22} {:>8.1} ms per step", per_step(*time));
     }
-    let conv_ops = ["conv.fwd", "conv.bwd.x", "conv.bwd.w"];
+    let conv_ops = ["conv.fwd", "conv.bwd", "conv.bwd.x", "conv.bwd.w"];
     let conv_ms: f64 = conv_ops.iter().map(|&op| phase(op)).sum();
     let conv_gflop: f64 =
         conv_ops.iter().filter_map(|&op| flops.get(op)).sum::<f64>() / 1e9 / steps.max(1) as f64;

@@ -185,6 +185,26 @@ fn gate(g: f32, v: f32, relu: Option<(f32, f32)>) -> f32 {
     }
 }
 
+/// One channel's batch-norm input gradient, `dx = x · a + b + gate(dy, x) · k`,
+/// with [`gate`] the fused ReLU's mask, if any.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputGrad {
+    a: f32,
+    b: f32,
+    k: f32,
+    gate: Option<(f32, f32)>,
+}
+
+impl InputGrad {
+    /// `out = dx` of one plane, from its `x` and `dy` (read from their starts).
+    #[inline(always)]
+    pub(crate) fn apply(&self, out: &mut [f32], x: &[f32], dy: &[f32]) {
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+            *o = v * self.a + self.b + gate(g, v, self.gate) * self.k;
+        }
+    }
+}
+
 /// Mean and biased variance per channel: `(2, C)`, over the samples of every
 /// process of `sync` when given.
 pub(crate) struct Stats {
@@ -293,8 +313,27 @@ impl BnTrain {
         want_dx: bool,
     ) -> Result<(Option<Tensor>, Tensor)> {
         let dy = dy.contiguous()?;
+        let (packed, daffine) = self.grad_sums(x, stats, affine, &dy)?;
+        let dx = if want_dx {
+            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput(self.clone()))?)
+        } else {
+            None
+        };
+        Ok((dx, daffine))
+    }
+
+    /// The sums of the backward from the contiguous `dy`: `[stats; affine; sums]`,
+    /// `(6, C)`, with the sums over every process (what [`Self::input_grads`]
+    /// needs), and the `(2, C)` affine gradient (this process's share).
+    pub(crate) fn grad_sums(
+        &self,
+        x: &Tensor,
+        stats: &Tensor,
+        affine: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let packed = Tensor::cat(&[stats, &affine.detach()], 0)?; // (4, C)
-        let sums = x.apply_op3_no_bwd(&dy, &packed, &BnGradSums(self.clone()))?;
+        let sums = x.apply_op3_no_bwd(dy, &packed, &BnGradSums(self.clone()))?;
         // The input gradient needs the sums over every process; the parameters'
         // gradients keep this process's share, which the trainer averages.
         let total = match &self.sync {
@@ -314,13 +353,30 @@ impl BnTrain {
             None => sums.clone(),
         };
         let packed = Tensor::cat(&[packed, total], 0)?; // (6, C)
-        let dx = if want_dx {
-            Some(x.apply_op3_no_bwd(&dy, &packed, &BnGradInput(self.clone()))?)
-        } else {
-            None
-        };
         let daffine = Tensor::stack(&[sums.get(1)?, sums.get(0)?], 0)?;
-        Ok((dx, daffine))
+        Ok((packed, daffine))
+    }
+
+    /// Per channel, the input gradient's coefficients from `[stats; affine; sums]`
+    /// (`p`, `(6, C)`) over `d`'s samples on every process.
+    pub(crate) fn input_grads(&self, p: &[f32], d: Dims) -> Vec<InputGrad> {
+        let (c, m) = (d.1, (d.0 * d.2 * world(&self.sync)).max(1) as f32);
+        let gates = self.relu_gates(p, c);
+        (0..c)
+            .map(|ci| {
+                let (mean, var, gamma) = (p[ci], p[c + ci], p[2 * c + ci]);
+                let (sum_g, sum_g_xhat) = (p[4 * c + ci], p[5 * c + ci]);
+                let inv = 1.0 / (var as f64 + self.eps).sqrt() as f32;
+                let k = gamma * inv;
+                let a = -k * inv * sum_g_xhat / m;
+                InputGrad {
+                    a,
+                    b: -k * sum_g / m - a * mean,
+                    k,
+                    gate: gates[ci],
+                }
+            })
+            .collect()
     }
 
     /// Per channel, the forward's coefficients when the ReLU is fused (the
@@ -434,24 +490,9 @@ impl CustomOp3 for BnGradInput {
     ) -> Result<(CpuStorage, Shape)> {
         let _t = profile::scope("bn.bwd.x");
         let (x, dy, p, d) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims(l1)?);
-        let (c, m) = (d.1, (d.0 * d.2 * world(&self.0.sync)).max(1) as f32);
-        let gates = self.0.relu_gates(p, c);
-        // dx = k * g + a * x + b, per channel (a, b, k).
-        let coef: Vec<(f32, f32, f32)> = (0..c)
-            .map(|ci| {
-                let (mean, var, gamma) = (p[ci], p[c + ci], p[2 * c + ci]);
-                let (sum_g, sum_g_xhat) = (p[4 * c + ci], p[5 * c + ci]);
-                let inv = 1.0 / (var as f64 + self.0.eps).sqrt() as f32;
-                let k = gamma * inv;
-                let a = -k * inv * sum_g_xhat / m;
-                (a, -k * sum_g / m - a * mean, k)
-            })
-            .collect();
+        let coef = self.0.input_grads(p, d);
         let dx = par_planes(x.len(), d, |ci, at, out| {
-            let ((a, b, k), relu) = (coef[ci], gates[ci]);
-            for ((o, &v), &g) in out.iter_mut().zip(&x[at..]).zip(&dy[at..]) {
-                *o = v * a + b + gate(g, v, relu) * k;
-            }
+            coef[ci].apply(out, &x[at..], &dy[at..]);
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }

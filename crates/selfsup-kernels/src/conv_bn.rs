@@ -4,14 +4,16 @@
 //! Apart, the two ops cost the autograd an extra activation-sized gradient per layer:
 //! candle adds every input gradient into a fresh zero tensor, single-threaded, so the
 //! batch norm's input gradient costs a zero-fill and an add before the convolution's
-//! backward reads it. Fused, that gradient stays inside the op.
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+//! backward reads it. Fused, that gradient stays inside the op, and is not even
+//! stored: the backward makes it chunk by chunk, in cache, inside one pass that
+//! computes both the kernel and the input gradient of the convolution.
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch_norm::{batch_norm_train, batch_norm_train_relu};
 use crate::batch_norm_kernels::{batch_stats, pairs_to_rows, BnTrain};
-use crate::conv::{conv2d, data, expect_dims, if_tracked, plan, ConvGradW, ConvGradX};
-use crate::conv_kernels::{forward, Plan};
+use crate::conv::{conv2d, data, expect_dims, plan};
+use crate::conv_kernels::{forward, grad_w_x, GradSource, Plan};
 use crate::patches::Image;
 use crate::profile::{add_flops, scope};
 use crate::sync::current_group;
@@ -141,13 +143,65 @@ impl CustomOp3 for ConvBnTrain {
             };
             (s.conv.clone(), s.stats.clone())
         };
-        let (dconv, daffine) = self.bn.grads(&conv, &stats, affine, dy, true)?;
-        let Some(dconv) = dconv else {
-            candle_core::bail!("conv_bn_train: batch norm gave no input gradient")
+        let dy = dy.contiguous()?;
+        let (packed, daffine) = self.bn.grad_sums(&conv, &stats, affine, &dy)?;
+        let (dx, dw) = if x.track_op() || w.track_op() {
+            let (dw, dx) = self.conv_grads(x, w, &conv, &dy, &packed)?;
+            (dx, w.track_op().then_some(dw))
+        } else {
+            (None, None)
         };
-        let dx = if_tracked(x, || w.apply_op2(&dconv, ConvGradX(self.plan)))?;
-        let dw = if_tracked(w, || x.apply_op2(&dconv, ConvGradW(self.plan)))?;
         Ok((dx, dw, Some(daffine)))
+    }
+}
+
+impl ConvBnTrain {
+    /// The kernel gradient, and the input gradient when `x` is tracked, in one
+    /// pass over the batch: batch norm's input gradient (the convolution's output
+    /// gradient) is made chunk by chunk inside it from `conv`, `dy` and
+    /// `packed` = `[stats; affine; sums]` and never stored whole. The results
+    /// take no further part in autograd (no second derivatives through this op).
+    fn conv_grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        conv: &Tensor,
+        dy: &Tensor,
+        packed: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let _t = scope("conv.bwd");
+        let plan = &self.plan;
+        let want_dx = x.track_op();
+        add_flops("conv.bwd", plan.flops() * if want_dx { 2.0 } else { 1.0 });
+        let [n, o, ho, wo] = plan.y_dims();
+        let coef = self
+            .bn
+            .input_grads(&packed.flatten_all()?.to_vec1::<f32>()?, (n, o, ho * wo));
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (cs, cl) = conv.storage_and_layout();
+        let (ds, dl) = dy.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(cs), Storage::Cpu(ds)) =
+            (&*xs, &*ws, &*cs, &*ds)
+        else {
+            candle_core::bail!("conv_bn_train: the backward expects CPU tensors")
+        };
+        expect_dims(cl, plan.y_dims(), "the saved output")?;
+        expect_dims(dl, plan.y_dims(), "the output gradient")?;
+        let src = GradSource::BatchNorm {
+            conv: data(cs, cl, "the saved output")?,
+            dy: data(ds, dl, "the output gradient")?,
+            coef: &coef,
+        };
+        let xi = Image::new(xs.as_slice::<f32>()?, xl, &plan.g)?;
+        let wv = data(ws, wl, "the kernel")?;
+        let (dw, dx) = grad_w_x(&xi, src, want_dx.then_some(wv), plan)?;
+        let cpu = candle_core::Device::Cpu;
+        let dw = Tensor::from_vec(dw, plan.w_dims().to_vec(), &cpu)?;
+        let dx = dx
+            .map(|dx| Tensor::from_vec(dx, plan.g.input_shape(), &cpu))
+            .transpose()?;
+        Ok((dw, dx))
     }
 }
 
@@ -212,6 +266,9 @@ mod tests {
         check([3, 13, 7, 5], 11, 3, 1, 0, true);
         check([2, 8, 14, 14], 16, 1, 1, 0, false);
         check([2, 4, 5, 9], 6, 5, 3, 2, true);
+        // 19 chunks of up to 11 samples in 8 groups of 3 chunks: the last group
+        // partial, one empty.
+        check([200, 2, 5, 5], 3, 3, 1, 1, true);
     }
 
     #[test]

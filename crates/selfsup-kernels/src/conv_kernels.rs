@@ -13,6 +13,7 @@
 use candle_core::Result;
 use rayon::prelude::*;
 
+use crate::batch_norm_kernels::InputGrad;
 use crate::geometry::ConvGeometry;
 use crate::patches::{
     cols_from_padded, from_pixel_major, pad_sample, padded_from_cols, to_pixel_major, unpad_sample,
@@ -110,24 +111,47 @@ fn gather_cols<'a>(
     Mat::rows(cols, b * p, k)
 }
 
-/// Samples `n0 .. n0 + b` of `gy` `(N, O, P)` as an `(O, b * P)` matrix:
-/// in place for one sample, gathered into `buf` for more.
+/// Where the convolution's output gradient `(N, O, P)` comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum GradSource<'a> {
+    /// The gradient itself.
+    Plain(&'a [f32]),
+    /// A following batch norm's input gradient, made chunk by chunk from the
+    /// convolution's output `conv`, the batch norm's output gradient `dy` and
+    /// its per-channel coefficients, and never stored whole.
+    BatchNorm {
+        conv: &'a [f32],
+        dy: &'a [f32],
+        coef: &'a [InputGrad],
+    },
+}
+
+/// Samples `n0 .. n0 + b` of the output gradient as an `(O, b * P)` matrix:
+/// in place for one sample of a plain gradient, else built in `buf`.
 fn grad_block<'a>(
-    gy: &'a [f32],
+    src: GradSource<'a>,
     (o, p): (usize, usize),
     n0: usize,
     b: usize,
     buf: &'a mut Vec<f32>,
 ) -> Result<Mat<'a>> {
-    let src = &gy[n0 * o * p..][..b * o * p];
-    if b == 1 {
-        return Mat::rows(src, o, p);
+    let span = n0 * o * p..(n0 + b) * o * p;
+    if let GradSource::Plain(gy) = src {
+        if b == 1 {
+            return Mat::rows(&gy[span], o, p);
+        }
     }
     let ld = b * p;
     let dst = sized(buf, o * ld);
-    for (s, sample) in src.chunks_exact(o * p).enumerate() {
-        for (oi, plane) in sample.chunks_exact(p).enumerate() {
-            dst[oi * ld + s * p..][..p].copy_from_slice(plane);
+    for s in 0..b {
+        for oi in 0..o {
+            let (at, out) = ((n0 + s) * o * p + oi * p, &mut dst[oi * ld + s * p..][..p]);
+            match src {
+                GradSource::Plain(gy) => out.copy_from_slice(&gy[at..at + p]),
+                GradSource::BatchNorm { conv, dy, coef } => {
+                    coef[oi].apply(out, &conv[at..at + p], &dy[at..at + p]);
+                }
+            }
         }
     }
     Mat::rows(dst, o, ld)
@@ -176,36 +200,67 @@ pub(crate) fn grad_x(w: &[f32], gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
     let mut dx = vec![0f32; g.n * len];
     plan.run(&mut dx, plan.per_chunk * len, |bufs, (ci, dx)| {
         let (n0, b) = (ci * plan.per_chunk, dx.len() / len);
+        let Buffers { cols, grad, padded } = bufs;
         let gm = {
             let _t = scope("conv.bwd.x.gather");
-            grad_block(gy, (o, p), n0, b, &mut bufs.grad)?
+            grad_block(GradSource::Plain(gy), (o, p), n0, b, grad)?
         };
-        let gcols = sized(&mut bufs.cols, b * p * k);
-        {
-            let _t = scope("conv.bwd.x.gemm");
-            gemm(gcols, k, gm.t(), wm, false, plan.threads())?;
-        }
-        let _t = scope("conv.bwd.x.col2im");
-        let pd = Padded::new(g);
-        let scratch = sized(&mut bufs.padded, pd.len(g));
-        for (img, rows) in dx.chunks_exact_mut(len).zip(gcols.chunks_exact(p * k)) {
-            scratch.fill(0.0);
-            padded_from_cols(rows, g, &pd, scratch);
-            unpad_sample(scratch, g, &pd, img);
-        }
-        Ok(())
+        chunk_grad_x(gm, wm, plan, (cols, padded), dx)
     })?;
     Ok(dx)
 }
+
+/// The input gradient `dx` of one chunk's samples from their output-gradient
+/// block `gm` `(O, b * P)` and the pixel-major kernel `wm` `(O, K)`.
+fn chunk_grad_x(
+    gm: Mat<'_>,
+    wm: Mat<'_>,
+    plan: &Plan,
+    (cols, padded): (&mut Vec<f32>, &mut Vec<f32>),
+    dx: &mut [f32],
+) -> Result<()> {
+    let g = &plan.g;
+    let (k, p, len) = (g.patch_len(), g.out_plane(), g.in_sample());
+    let gcols = sized(cols, dx.len() / len.max(1) * p * k);
+    {
+        let _t = scope("conv.bwd.x.gemm");
+        gemm(gcols, k, gm.t(), wm, false, plan.threads())?;
+    }
+    let _t = scope("conv.bwd.x.col2im");
+    let pd = Padded::new(g);
+    let scratch = sized(padded, pd.len(g));
+    if len == 0 {
+        return Ok(());
+    }
+    for (img, rows) in dx.chunks_exact_mut(len).zip(gcols.chunks_exact(p * k)) {
+        scratch.fill(0.0);
+        padded_from_cols(rows, g, &pd, scratch);
+        unpad_sample(scratch, g, &pd, img);
+    }
+    Ok(())
+}
+
 /// `dw (O, C, kh, kw)`: the gradient of `conv(x, w)` for `w`, given `gy`.
+pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
+    Ok(grad_w_x(x, GradSource::Plain(gy), None, plan)?.0)
+}
+
+/// `dw (O, C, kh, kw)`, and with the kernel `w` also `dx (N, C, H, W)`: the
+/// gradients of `conv(x, w)` for the output gradient `src`, in one pass over
+/// the batch (each chunk's gradient block is made once and used for both).
 ///
 /// The sum over samples is split into a fixed number of groups of chunks
 /// (set by the chunk and thread counts only), each accumulated on its own
 /// and then added in group order, so the result is the same from run to
 /// run.
-pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
+pub(crate) fn grad_w_x(
+    x: &Image<'_>,
+    src: GradSource<'_>,
+    w: Option<&[f32]>,
+    plan: &Plan,
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
     let (g, o) = (&plan.g, plan.o);
-    let (k, p) = (g.patch_len(), g.out_plane());
+    let (k, p, len) = (g.patch_len(), g.out_plane(), g.in_sample());
     let chunks = g.n.div_ceil(plan.per_chunk);
     let groups = if plan.batch_parallel {
         chunks.min(8.max(2 * rayon::current_num_threads()))
@@ -213,36 +268,49 @@ pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>>
         chunks.min(1)
     };
     let per_group = chunks.div_ceil(groups.max(1));
-    let part = |gi: usize| -> Result<Vec<f32>> {
+    let wp = w.map(|w| to_pixel_major(w, g));
+    let wm = wp.as_deref().map(|wp| Mat::rows(wp, o, k)).transpose()?;
+    let mut dx = vec![0f32; if wm.is_some() { g.n * len } else { 0 }];
+    // Group `gi`'s samples of dx (empty when dx is not wanted).
+    let group_len = per_group * plan.per_chunk * len;
+    let mut dx_parts: Vec<&mut [f32]> = dx.chunks_mut(group_len.max(1)).collect();
+    dx_parts.resize_with(groups, Default::default);
+    let part = |(gi, dx): (usize, &mut [f32])| -> Result<Vec<f32>> {
         let mut acc = vec![0f32; o * k];
-        let mut bufs = Buffers::default();
-        for (i, ci) in (gi * per_group..chunks.min((gi + 1) * per_group)).enumerate() {
+        let Buffers { cols, grad, padded } = &mut Buffers::default();
+        let first = gi * per_group;
+        for (i, ci) in (first..chunks.min(first + per_group)).enumerate() {
             let n0 = ci * plan.per_chunk;
             let b = plan.per_chunk.min(g.n - n0);
-            let cols = {
-                let _t = scope("conv.bwd.w.im2col");
-                gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
-            };
             let gm = {
                 let _t = scope("conv.bwd.w.gather");
-                grad_block(gy, (o, p), n0, b, &mut bufs.grad)?
+                grad_block(src, (o, p), n0, b, grad)?
             };
-            let _t = scope("conv.bwd.w.gemm");
-            gemm(&mut acc, k, gm, cols, i > 0, plan.threads())?;
+            let xcols = {
+                let _t = scope("conv.bwd.w.im2col");
+                gather_cols(x, g, n0, b, cols, padded)?
+            };
+            {
+                let _t = scope("conv.bwd.w.gemm");
+                gemm(&mut acc, k, gm, xcols, i > 0, plan.threads())?;
+            }
+            if let Some(wm) = wm {
+                let at = (n0 - first * plan.per_chunk) * len;
+                chunk_grad_x(gm, wm, plan, (cols, padded), &mut dx[at..at + b * len])?;
+            }
         }
         Ok(acc)
     };
+    let work = dx_parts.into_iter().enumerate();
     let mut parts: Vec<Vec<f32>> = if plan.batch_parallel {
-        (0..groups)
-            .into_par_iter()
-            .map(part)
-            .collect::<Result<_>>()?
+        let work: Vec<_> = work.collect();
+        work.into_par_iter().map(part).collect::<Result<_>>()?
     } else {
-        (0..groups).map(part).collect::<Result<_>>()?
+        work.map(part).collect::<Result<_>>()?
     };
     let _t = scope("conv.bwd.w.reduce");
     let Some(mut total) = parts.first_mut().map(std::mem::take) else {
-        return Ok(vec![0f32; o * k]);
+        return Ok((vec![0f32; o * k], wm.map(|_| dx)));
     };
     const BLOCK: usize = 4096;
     total.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, t)| {
@@ -251,5 +319,5 @@ pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>>
             t.iter_mut().zip(src).for_each(|(t, v)| *t += v);
         }
     });
-    Ok(from_pixel_major(&total, g))
+    Ok((from_pixel_major(&total, g), wm.map(|_| dx)))
 }
