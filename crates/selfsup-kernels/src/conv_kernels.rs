@@ -13,7 +13,7 @@
 use candle_core::Result;
 use rayon::prelude::*;
 
-use crate::batch_norm_kernels::InputGrad;
+use crate::batch_norm_kernels::{InputGrad, Moments};
 use crate::geometry::ConvGeometry;
 use crate::patches::{
     cols_from_padded, from_pixel_major, pad_sample, padded_from_cols, to_pixel_major, unpad_sample,
@@ -55,21 +55,22 @@ impl Plan {
     }
 
     /// Runs `body(buffers, (chunk index, chunk of out))` over chunks of
-    /// `chunk_len` values of `out`.
-    fn run<F>(&self, out: &mut [f32], chunk_len: usize, body: F) -> Result<()>
+    /// `chunk_len` values of `out`, and returns what it gives, in chunk order.
+    fn run<F, R>(&self, out: &mut [f32], chunk_len: usize, body: F) -> Result<Vec<R>>
     where
-        F: Fn(&mut Buffers, (usize, &mut [f32])) -> Result<()> + Sync + Send,
+        F: Fn(&mut Buffers, (usize, &mut [f32])) -> Result<R> + Sync + Send,
+        R: Send,
     {
         if out.is_empty() || chunk_len == 0 {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if self.batch_parallel {
             let chunks = out.par_chunks_mut(chunk_len).enumerate();
-            chunks.try_for_each_init(Buffers::default, body)
+            chunks.map_init(Buffers::default, body).collect()
         } else {
             let mut bufs = Buffers::default();
-            let mut chunks = out.chunks_mut(chunk_len).enumerate();
-            chunks.try_for_each(|item| body(&mut bufs, item))
+            let chunks = out.chunks_mut(chunk_len).enumerate();
+            chunks.map(|item| body(&mut bufs, item)).collect()
         }
     }
 }
@@ -159,36 +160,55 @@ fn grad_block<'a>(
 
 /// `y (N, O, Ho, Wo) = conv(x, w)`, `w` contiguous `(O, C, kh, kw)`.
 pub(crate) fn forward(x: &Image<'_>, w: &[f32], plan: &Plan) -> Result<Vec<f32>> {
+    Ok(forward_with_moments(x, w, plan, false)?.0)
+}
+
+/// [`forward`], and with `moments` each chunk's per-channel [`Moments`] of
+/// `y`, taken while the chunk is in cache (in chunk order, `O` per chunk).
+pub(crate) fn forward_with_moments(
+    x: &Image<'_>,
+    w: &[f32],
+    plan: &Plan,
+    moments: bool,
+) -> Result<(Vec<f32>, Vec<Moments>)> {
     let (g, o) = (&plan.g, plan.o);
     let (k, p) = (g.patch_len(), g.out_plane());
     let wp = to_pixel_major(w, g);
     let wm = Mat::rows(&wp, o, k)?;
     let mut y = vec![0f32; g.n * o * p];
-    plan.run(&mut y, plan.per_chunk * o * p, |bufs, (ci, y)| {
+    let parts = plan.run(&mut y, plan.per_chunk * o * p, |bufs, (ci, y)| {
         let (n0, b) = (ci * plan.per_chunk, y.len() / (o * p));
         let cols = {
             let _t = scope("conv.fwd.im2col");
             gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
         };
-        if b == 1 {
-            let _t = scope("conv.fwd.gemm");
-            return gemm(y, p, wm, cols.t(), false, plan.threads());
-        }
         let ld = b * p;
-        let tmp = sized(&mut bufs.grad, o * ld);
-        {
+        // The chunk's output as (O, b * P): y itself for one sample.
+        let block: &[f32] = if b == 1 {
             let _t = scope("conv.fwd.gemm");
-            gemm(tmp, ld, wm, cols.t(), false, plan.threads())?;
-        }
-        let _t = scope("conv.fwd.scatter");
-        for (s, sample) in y.chunks_exact_mut(o * p).enumerate() {
-            for (oi, plane) in sample.chunks_exact_mut(p).enumerate() {
-                plane.copy_from_slice(&tmp[oi * ld + s * p..][..p]);
+            gemm(y, p, wm, cols.t(), false, plan.threads())?;
+            y
+        } else {
+            let tmp = sized(&mut bufs.grad, o * ld);
+            {
+                let _t = scope("conv.fwd.gemm");
+                gemm(tmp, ld, wm, cols.t(), false, plan.threads())?;
             }
+            let _t = scope("conv.fwd.scatter");
+            for (s, sample) in y.chunks_exact_mut(o * p).enumerate() {
+                for (oi, plane) in sample.chunks_exact_mut(p).enumerate() {
+                    plane.copy_from_slice(&tmp[oi * ld + s * p..][..p]);
+                }
+            }
+            tmp
+        };
+        if !moments || ld == 0 {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let _t = scope("conv.fwd.moments");
+        Ok(block.chunks_exact(ld).map(Moments::of).collect())
     })?;
-    Ok(y)
+    Ok((y, parts.into_iter().flatten().collect()))
 }
 
 /// `dx (N, C, H, W)`: the gradient of `conv(x, w)` for `x`, given `gy`.
