@@ -11,6 +11,7 @@
 //! and gathers it into a channel-major block for more.
 
 use candle_core::Result;
+use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::batch_norm_kernels::{InputGrad, Moments};
@@ -66,11 +67,10 @@ impl Plan {
         }
         if self.batch_parallel {
             let chunks = out.par_chunks_mut(chunk_len).enumerate();
-            chunks.map_init(Buffers::default, body).collect()
+            chunks.map(|item| with_buffers(|b| body(b, item))).collect()
         } else {
-            let mut bufs = Buffers::default();
             let chunks = out.chunks_mut(chunk_len).enumerate();
-            chunks.map(|item| body(&mut bufs, item)).collect()
+            with_buffers(|b| chunks.map(|item| body(b, item)).collect())
         }
     }
 }
@@ -81,6 +81,21 @@ struct Buffers {
     cols: Vec<f32>,
     grad: Vec<f32>,
     padded: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Buffers> = RefCell::default();
+}
+
+/// Runs `f` with this thread's scratch buffers, kept from call to call so
+/// that they are not allocated and zeroed again for every chunk; with fresh
+/// ones when they are in use (a kernel that rayon's work stealing runs on a
+/// thread already inside one).
+fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut Buffers::default()),
+    })
 }
 
 /// The first `len` values of `v`, grown as needed (contents unspecified).
@@ -296,30 +311,31 @@ pub(crate) fn grad_w_x(
     let mut dx_parts: Vec<&mut [f32]> = dx.chunks_mut(group_len.max(1)).collect();
     dx_parts.resize_with(groups, Default::default);
     let part = |(gi, dx): (usize, &mut [f32])| -> Result<Vec<f32>> {
-        let mut acc = vec![0f32; o * k];
-        let Buffers { cols, grad, padded } = &mut Buffers::default();
-        let first = gi * per_group;
-        for (i, ci) in (first..chunks.min(first + per_group)).enumerate() {
-            let n0 = ci * plan.per_chunk;
-            let b = plan.per_chunk.min(g.n - n0);
-            let gm = {
-                let _t = scope("conv.bwd.w.gather");
-                grad_block(src, (o, p), n0, b, grad)?
-            };
-            let xcols = {
-                let _t = scope("conv.bwd.w.im2col");
-                gather_cols(x, g, n0, b, cols, padded)?
-            };
-            {
-                let _t = scope("conv.bwd.w.gemm");
-                gemm(&mut acc, k, gm, xcols, i > 0, plan.threads())?;
+        with_buffers(|Buffers { cols, grad, padded }| {
+            let mut acc = vec![0f32; o * k];
+            let first = gi * per_group;
+            for (i, ci) in (first..chunks.min(first + per_group)).enumerate() {
+                let n0 = ci * plan.per_chunk;
+                let b = plan.per_chunk.min(g.n - n0);
+                let gm = {
+                    let _t = scope("conv.bwd.w.gather");
+                    grad_block(src, (o, p), n0, b, grad)?
+                };
+                let xcols = {
+                    let _t = scope("conv.bwd.w.im2col");
+                    gather_cols(x, g, n0, b, cols, padded)?
+                };
+                {
+                    let _t = scope("conv.bwd.w.gemm");
+                    gemm(&mut acc, k, gm, xcols, i > 0, plan.threads())?;
+                }
+                if let Some(wm) = wm {
+                    let at = (n0 - first * plan.per_chunk) * len;
+                    chunk_grad_x(gm, wm, plan, (cols, padded), &mut dx[at..at + b * len])?;
+                }
             }
-            if let Some(wm) = wm {
-                let at = (n0 - first * plan.per_chunk) * len;
-                chunk_grad_x(gm, wm, plan, (cols, padded), &mut dx[at..at + b * len])?;
-            }
-        }
-        Ok(acc)
+            Ok(acc)
+        })
     };
     let work = dx_parts.into_iter().enumerate();
     let mut parts: Vec<Vec<f32>> = if plan.batch_parallel {
