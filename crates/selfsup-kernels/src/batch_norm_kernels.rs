@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::profile;
 use crate::sync::{reduce, StatsReducer};
+use crate::zeros::zeros;
 use std::sync::Arc;
 
 /// `(N, C, H * W)` of an `(N, C, H, W)` tensor.
@@ -99,7 +100,7 @@ fn par_planes(
     (_, c, hw): Dims,
     fill: impl Fn(usize, usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; len];
+    let mut out = zeros(len);
     if hw > 0 {
         out.par_chunks_mut(hw)
             .enumerate()
@@ -313,7 +314,11 @@ pub(crate) fn moments_stats(
     first.extend(per_channel(&|m| m.count * m.mean));
     let first = across(first)?;
     let (counts, sums) = first.split_at(c);
-    let means: Vec<f64> = sums.iter().zip(counts).map(|(s, n)| s / n.max(1.0)).collect();
+    let means: Vec<f64> = sums
+        .iter()
+        .zip(counts)
+        .map(|(s, n)| s / n.max(1.0))
+        .collect();
     let mut squares = vec![0f64; c];
     for (i, m) in parts.iter().enumerate() {
         let d = m.mean - means[i % c];

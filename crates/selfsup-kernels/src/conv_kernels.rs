@@ -11,8 +11,8 @@
 //! and gathers it into a channel-major block for more.
 
 use candle_core::Result;
-use std::cell::RefCell;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 use crate::batch_norm_kernels::{InputGrad, Moments};
 use crate::geometry::ConvGeometry;
@@ -22,6 +22,7 @@ use crate::patches::{
 };
 use crate::profile::scope;
 use crate::sgemm::{gemm, Mat, Threads};
+use crate::zeros::zeros;
 
 /// How a convolution is split into work: the geometry, the output channel
 /// count, samples per chunk, and whether chunks run in parallel.
@@ -190,7 +191,7 @@ pub(crate) fn forward_with_moments(
     let (k, p) = (g.patch_len(), g.out_plane());
     let wp = to_pixel_major(w, g);
     let wm = Mat::rows(&wp, o, k)?;
-    let mut y = vec![0f32; g.n * o * p];
+    let mut y = zeros(g.n * o * p);
     let parts = plan.run(&mut y, plan.per_chunk * o * p, |bufs, (ci, y)| {
         let (n0, b) = (ci * plan.per_chunk, y.len() / (o * p));
         let cols = {
@@ -232,7 +233,7 @@ pub(crate) fn grad_x(w: &[f32], gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
     let (k, p, len) = (g.patch_len(), g.out_plane(), g.in_sample());
     let wp = to_pixel_major(w, g);
     let wm = Mat::rows(&wp, o, k)?;
-    let mut dx = vec![0f32; g.n * len];
+    let mut dx = zeros(g.n * len);
     plan.run(&mut dx, plan.per_chunk * len, |bufs, (ci, dx)| {
         let (n0, b) = (ci * plan.per_chunk, dx.len() / len);
         let Buffers { cols, grad, padded } = bufs;
@@ -305,7 +306,7 @@ pub(crate) fn grad_w_x(
     let per_group = chunks.div_ceil(groups.max(1));
     let wp = w.map(|w| to_pixel_major(w, g));
     let wm = wp.as_deref().map(|wp| Mat::rows(wp, o, k)).transpose()?;
-    let mut dx = vec![0f32; if wm.is_some() { g.n * len } else { 0 }];
+    let mut dx = zeros(if wm.is_some() { g.n * len } else { 0 });
     // Group `gi`'s samples of dx (empty when dx is not wanted).
     let group_len = per_group * plan.per_chunk * len;
     let mut dx_parts: Vec<&mut [f32]> = dx.chunks_mut(group_len.max(1)).collect();

@@ -59,6 +59,7 @@ mod sgemm;
 mod sync;
 #[cfg(test)]
 mod test_util;
+mod zeros;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_relu};
 pub use conv::{conv2d, conv2d_with, conv_transpose2d, ConvThreading};

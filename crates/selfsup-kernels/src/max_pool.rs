@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::batch_norm_kernels::contiguous_data;
 use crate::profile;
+use crate::zeros::zeros;
 
 /// Max-pooling over the last two dims with a square `kernel`, `stride` and
 /// `padding`, as PyTorch's `MaxPool2d` with `ceil_mode=False`: padded cells
@@ -125,7 +126,7 @@ impl CustomOp1 for MaxPool {
         let _t = profile::scope("maxpool.fwd");
         let x = contiguous_data(s, l, "max-pool")?;
         let (h, w, oh, ow) = self.plane_dims(l)?;
-        let mut y = vec![0f32; x.len() / (h * w) * oh * ow];
+        let mut y = zeros(x.len() / (h * w) * oh * ow);
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
             .for_each(|(out, plane)| {
@@ -173,7 +174,7 @@ impl CustomOp2 for MaxPoolBackward {
         }
         let x = contiguous_data(s1, l1, "max-pool")?;
         let dy = contiguous_data(s2, l2, "max-pool")?;
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeros(x.len());
         dx.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
             .for_each(|(grad, (plane, dout))| {

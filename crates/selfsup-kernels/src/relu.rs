@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::batch_norm_kernels::contiguous_data;
 use crate::profile;
+use crate::zeros::zeros;
 
 /// Elements per parallel task: enough to amortise rayon's scheduling.
 const CHUNK: usize = 1 << 14;
@@ -37,7 +38,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// `out[i] = f(a[i], b[i])` for equally long `a` and `b`, in parallel chunks.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
+    let mut out = zeros(a.len());
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(out, (a, b))| {
