@@ -37,45 +37,6 @@ pub(crate) fn dims(l: &Layout) -> Result<Dims> {
     Ok((n, c, h * w))
 }
 
-/// Sample groups of [`channel_sums`]: fixed, so that the sums do not depend
-/// on the thread count.
-const SAMPLE_GROUPS: usize = 16;
-
-/// Per channel, `Σ f(ci, plane)` over the channel's planes, in f64.
-///
-/// The planes are visited in memory order (sample by sample), in
-/// [`SAMPLE_GROUPS`] runs of samples that go in parallel and are then added
-/// in order: a channel-by-channel walk would jump a whole sample between
-/// planes, which for the few-pixel planes of a CNN's last layers leaves the
-/// hardware prefetcher nothing to stream.
-fn channel_sums(
-    (n, c, hw): Dims,
-    f: impl Fn(usize, std::ops::Range<usize>) -> (f64, f64) + Sync,
-) -> Vec<(f64, f64)> {
-    let per_group = n.div_ceil(SAMPLE_GROUPS).max(1);
-    let groups: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(per_group))
-        .into_par_iter()
-        .map(|gi| {
-            let mut acc = vec![(0f64, 0f64); c];
-            for ni in gi * per_group..n.min((gi + 1) * per_group) {
-                for (ci, a) in acc.iter_mut().enumerate() {
-                    let at = (ni * c + ci) * hw;
-                    let t = f(ci, at..at + hw);
-                    *a = (a.0 + t.0, a.1 + t.1);
-                }
-            }
-            acc
-        })
-        .collect();
-    let mut total = vec![(0f64, 0f64); c];
-    for part in groups {
-        for (t, p) in total.iter_mut().zip(part) {
-            *t = (t.0 + p.0, t.1 + p.1);
-        }
-    }
-    total
-}
-
 /// Per-channel pairs as the rows of a `(2, C)` buffer: all firsts, then all seconds.
 pub(crate) fn pairs_to_rows(pairs: &[(f32, f32)]) -> Vec<f32> {
     pairs
@@ -234,35 +195,20 @@ impl CustomOp1 for Stats {
 }
 
 /// Mean and biased variance per channel of `x`, whose dims are `d`, over every
-/// process of `sync` when given.
+/// process of `sync` when given: one parallel pass over the planes in memory
+/// order, each plane's [`Moments`] taken while it is in cache.
 pub(crate) fn batch_stats(
     x: &[f32],
     d: Dims,
     sync: &Option<Arc<dyn StatsReducer>>,
 ) -> Result<Vec<(f32, f32)>> {
     let _t = profile::scope("bn.stats");
-    let across = |local: Vec<f64>| -> Result<Vec<f64>> {
-        match sync {
-            Some(group) => reduce(group.as_ref(), &local),
-            None => Ok(local),
-        }
+    let parts: Vec<Moments> = if d.2 == 0 {
+        Vec::new()
+    } else {
+        x.par_chunks(d.2).map(Moments::of).collect()
     };
-    let m = ((d.0 * d.2) * world(sync)).max(1) as f64;
-    let sums = channel_sums(d, |_, r| {
-        let s = lane_sums(&x[r.clone()], &x[r], |v, _| (v, 0.0)).0;
-        (f64::from(s), 0.0)
-    });
-    let sums = across(sums.into_iter().map(|s| s.0).collect())?;
-    let means: Vec<f64> = sums.iter().map(|s| s / m).collect();
-    // Centred on the f64 mean and summed in f64: in f32, a mean that rounds to
-    // another f32 on another rank's share of the sums would shift the variance.
-    let squares = channel_sums(d, |ci, r| (centred_squares(&x[r], means[ci]), 0.0));
-    let squares = across(squares.into_iter().map(|s| s.0).collect())?;
-    Ok(means
-        .iter()
-        .zip(&squares)
-        .map(|(&mean, &ss)| (mean as f32, (ss / m) as f32))
-        .collect())
+    moments_stats(&parts, d.1, sync)
 }
 
 /// Count, mean and centred sum of squares of a run of values (in f64), from
@@ -290,13 +236,13 @@ impl Moments {
 
 /// Mean and biased variance per channel from per-channel [`Moments`] of
 /// parts of the batch (`parts[j * c + ci]` for part `j`), over every process
-/// of `sync` when given; parts are combined in order.
+/// of `sync` when given; parts are combined in order, so the result does not
+/// depend on the thread count.
 pub(crate) fn moments_stats(
     parts: &[Moments],
     c: usize,
     sync: &Option<Arc<dyn StatsReducer>>,
 ) -> Result<Vec<(f32, f32)>> {
-    let _t = profile::scope("bn.stats");
     let across = |local: Vec<f64>| -> Result<Vec<f64>> {
         match sync {
             Some(group) => reduce(group.as_ref(), &local),

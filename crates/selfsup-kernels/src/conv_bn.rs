@@ -115,7 +115,10 @@ impl CustomOp3 for ConvBnTrain {
         };
         let [n, c, h, w] = plan.y_dims();
         let d = (n, c, h * w);
-        let stats = pairs_to_rows(&moments_stats(&moments, c, &self.bn.sync)?);
+        let stats = {
+            let _t = scope("bn.stats");
+            pairs_to_rows(&moments_stats(&moments, c, &self.bn.sync)?)
+        };
         let y = self
             .bn
             .normalize(&conv, d, &stats, data(s3, l3, "the affine parameters")?);
