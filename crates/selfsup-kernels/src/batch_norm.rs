@@ -3,7 +3,8 @@
 
 use candle_core::{bail, DType, Result, Tensor, D};
 
-use crate::batch_norm_kernels::{BnTrain, Stats};
+use crate::batch_norm_kernels::BnTrain;
+use crate::bn_stats::Stats;
 use crate::sync::current_group;
 
 /// Training-mode batch normalization (Ioffe & Szegedy, 2015) with batch

@@ -11,7 +11,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch_norm::{batch_norm_train, batch_norm_train_relu};
-use crate::batch_norm_kernels::{moments_stats, pairs_to_rows, BnTrain};
+use crate::batch_norm_kernels::{pairs_to_rows, BnTrain};
+use crate::bn_stats::moments_stats;
 use crate::conv::{conv2d, data, expect_dims, plan};
 use crate::conv_kernels::{forward_with_moments, grad_w_x, GradSource, Plan};
 use crate::patches::Image;

@@ -5,16 +5,18 @@
 //! A *chunk* is a run of consecutive samples whose im2col rows (one per
 //! output pixel, pixel-major: see [`crate::patches`]) form one column
 //! block, so that each gemm is large enough to run well even when a sample
-//! has few output pixels. The forward's gemm yields the chunk's output
-//! pixel-major, which is transposed into the `(N, O, Ho, Wo)` tensor; the
-//! backward reads the incoming gradient in place for one sample per chunk
-//! and gathers it into a channel-major block for more.
+//! has few output pixels. The forward's gemm writes the chunk's output
+//! channel-major, `(O, b * P)`: straight into the `(N, O, Ho, Wo)` tensor for
+//! one sample per chunk, scattered into it for more; the backward reads the
+//! incoming gradient in place for one sample per chunk and gathers it into
+//! such a block for more (or makes it there, for a fused batch norm).
 
 use candle_core::Result;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use crate::batch_norm_kernels::{InputGrad, Moments};
+use crate::batch_norm_kernels::InputGrad;
+use crate::bn_stats::Moments;
 use crate::geometry::ConvGeometry;
 use crate::patches::{
     cols_from_padded, from_pixel_major, pad_sample, padded_from_cols, to_pixel_major, unpad_sample,

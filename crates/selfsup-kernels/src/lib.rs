@@ -42,6 +42,7 @@
 
 mod batch_norm;
 mod batch_norm_kernels;
+mod bn_stats;
 mod conv;
 mod conv_bn;
 mod conv_kernels;
