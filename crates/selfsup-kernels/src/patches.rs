@@ -122,36 +122,35 @@ pub(crate) fn pad_sample(x: &Image<'_>, ni: usize, g: &ConvGeometry, pd: &Padded
     }
 }
 
+/// The contiguous runs that make up one sample's im2col rows: for each, its
+/// start in the rows (`Ho * Wo` rows of `K` values) and in the padded copy,
+/// `kw * C` values long.
+fn runs(g: &ConvGeometry, pd: &Padded) -> impl Iterator<Item = (usize, usize)> {
+    let (wo, wp, c, s, kh, run) = (g.wo, pd.wp, g.c, g.stride, g.kh, g.kw * g.c);
+    (0..g.out_plane()).flat_map(move |pix| {
+        let (oh, ow) = (pix / wo, pix % wo);
+        (0..kh).map(move |i| ((pix * kh + i) * run, ((oh * s + i) * wp + ow * s) * c))
+    })
+}
+
 /// Writes the im2col rows of a sample padded into `buf` to `cols`
 /// (`Ho * Wo` rows of `K` values).
 pub(crate) fn cols_from_padded(buf: &[f32], g: &ConvGeometry, pd: &Padded, cols: &mut [f32]) {
-    let (run, k, s) = (g.kw * g.c, g.patch_len(), g.stride);
-    if k == 0 {
-        return;
-    }
-    for (pix, row) in cols.chunks_exact_mut(k).take(g.out_plane()).enumerate() {
-        let (oh, ow) = (pix / g.wo, pix % g.wo);
-        for (i, seg) in row.chunks_exact_mut(run).enumerate() {
-            let src = ((oh * s + i) * pd.wp + ow * s) * g.c;
-            seg.copy_from_slice(&buf[src..src + run]);
-        }
+    let run = g.kw * g.c;
+    for (at, from) in runs(g, pd) {
+        cols[at..at + run].copy_from_slice(&buf[from..from + run]);
     }
 }
 
 /// Adds the im2col rows `cols` of one sample into `buf` (zeroed by the
 /// caller): the adjoint of [`cols_from_padded`].
 pub(crate) fn padded_from_cols(cols: &[f32], g: &ConvGeometry, pd: &Padded, buf: &mut [f32]) {
-    let (run, k, s) = (g.kw * g.c, g.patch_len(), g.stride);
-    if k == 0 {
-        return;
-    }
-    for (pix, row) in cols.chunks_exact(k).take(g.out_plane()).enumerate() {
-        let (oh, ow) = (pix / g.wo, pix % g.wo);
-        for (i, seg) in row.chunks_exact(run).enumerate() {
-            let dst = ((oh * s + i) * pd.wp + ow * s) * g.c;
-            let dst = &mut buf[dst..dst + run];
-            dst.iter_mut().zip(seg).for_each(|(d, v)| *d += v);
-        }
+    let run = g.kw * g.c;
+    for (at, to) in runs(g, pd) {
+        let dst = &mut buf[to..to + run];
+        dst.iter_mut()
+            .zip(&cols[at..at + run])
+            .for_each(|(d, v)| *d += v);
     }
 }
 
