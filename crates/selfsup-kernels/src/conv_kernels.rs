@@ -340,11 +340,11 @@ pub(crate) fn grad_w_x(
             Ok(acc)
         })
     };
-    let work = dx_parts.into_iter().enumerate();
     let mut parts: Vec<Vec<f32>> = if plan.batch_parallel {
-        let work: Vec<_> = work.collect();
-        work.into_par_iter().map(part).collect::<Result<_>>()?
+        let work = dx_parts.into_par_iter().enumerate();
+        work.map(part).collect::<Result<_>>()?
     } else {
+        let work = dx_parts.into_iter().enumerate();
         work.map(part).collect::<Result<_>>()?
     };
     let _t = scope("conv.bwd.w.reduce");
