@@ -37,12 +37,41 @@ pub(crate) fn batch_stats(
     sync: &Option<Arc<dyn StatsReducer>>,
 ) -> Result<Vec<(f32, f32)>> {
     let _t = profile::scope("bn.stats");
-    let parts: Vec<Moments> = if d.2 == 0 {
+    let parts: Vec<Moments> = if d.1 == 0 || d.2 == 0 {
         Vec::new()
+    } else if d.2 < MIN_PLANE_PART {
+        channel_moments(x, d)
     } else {
         x.par_chunks(d.2).map(Moments::of).collect()
     };
     moments_stats(&parts, d.1, sync)
+}
+
+/// Planes smaller than this are not parts of their own: a head's BN1d has one
+/// value per plane, and N·C one-value parts cost more than the sums.
+const MIN_PLANE_PART: usize = 64;
+
+/// One [`Moments`] per channel of `x` (dims `d`, `C > 0`, `HW > 0`), from two
+/// serial passes in memory order: the sums, then the centred squares.
+fn channel_moments(x: &[f32], (n, c, hw): Dims) -> Vec<Moments> {
+    let count = (n * hw) as f64;
+    let per_channel = |f: &dyn Fn(&[f32], usize) -> f64| -> Vec<f64> {
+        let mut acc = vec![0f64; c];
+        for sample in x.chunks_exact(c * hw) {
+            for (ci, (a, plane)) in acc.iter_mut().zip(sample.chunks_exact(hw)).enumerate() {
+                *a += f(plane, ci);
+            }
+        }
+        acc
+    };
+    let sums = per_channel(&|plane, _| plane.iter().map(|&v| f64::from(v)).sum());
+    let means: Vec<f64> = sums.iter().map(|s| s / count.max(1.0)).collect();
+    let m2 = per_channel(&|plane, ci| centred_squares(plane, means[ci]));
+    means
+        .into_iter()
+        .zip(m2)
+        .map(|(mean, m2)| Moments { count, mean, m2 })
+        .collect()
 }
 
 /// Count, mean and centred sum of squares of a run of values (in f64), from

@@ -158,20 +158,24 @@ fn matches_candle_on_small_cnn_shapes() -> Result<()> {
 
 #[test]
 fn strided_input_view() -> Result<()> {
-    // A (C, N, H, W) tensor viewed as (N, C, H, W), forward and gradients.
-    let base = Var::from_tensor(&rand(&[3, 2, 6, 5], 4)?)?;
-    let x = base.transpose(0, 1)?;
-    let w = Var::from_tensor(&rand(&[4, 3, 3, 3], 5)?)?;
-    let xc = x.contiguous()?;
-    let e = rel_err(&conv2d(&x, &w, 2, 1)?, &xc.conv2d(&w, 1, 2, 1, 1)?)?;
-    assert!(e < 1e-4, "{e}");
-    let ga = conv2d(&x, &w, 2, 1)?.sum_all()?.backward()?;
-    let gb = conv_by_taps(&xc, &w, 2, 1)?.sum_all()?.backward()?;
-    for v in [base.as_tensor(), w.as_tensor()] {
-        let (Some(a), Some(b)) = (ga.get(v), gb.get(v)) else {
-            panic!("missing gradient")
-        };
-        assert!(rel_err(a, b)? < 1e-4);
+    // A (C, N, H, W) tensor viewed as (N, C, H, W), and an (N, C, W, H) one
+    // viewed as (N, C, H, W) (columns not contiguous): forward and gradients.
+    let views: [(&[usize], (usize, usize)); 2] = [(&[3, 2, 6, 5], (0, 1)), (&[2, 3, 5, 6], (2, 3))];
+    for (seed, (shape, (a, b))) in views.into_iter().enumerate() {
+        let base = Var::from_tensor(&rand(shape, 4 + seed as u64)?)?;
+        let x = base.transpose(a, b)?;
+        let w = Var::from_tensor(&rand(&[4, 3, 3, 3], 5)?)?;
+        let xc = x.contiguous()?;
+        let e = rel_err(&conv2d(&x, &w, 2, 1)?, &xc.conv2d(&w, 1, 2, 1, 1)?)?;
+        assert!(e < 1e-4, "{e}");
+        let ga = conv2d(&x, &w, 2, 1)?.sum_all()?.backward()?;
+        let gb = conv_by_taps(&xc, &w, 2, 1)?.sum_all()?.backward()?;
+        for v in [base.as_tensor(), w.as_tensor()] {
+            let (Some(a), Some(b)) = (ga.get(v), gb.get(v)) else {
+                panic!("missing gradient")
+            };
+            assert!(rel_err(a, b)? < 1e-4);
+        }
     }
     Ok(())
 }
