@@ -7,7 +7,7 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use selfsup_kernels::{
-    batch_norm_eval, batch_norm_train, batch_norm_train_relu, batch_norm_world, relu,
+    batch_norm_eval, batch_norm_train, batch_norm_train_relu, batch_norm_world, relu, MemoryFormat,
 };
 
 /// PyTorch's `BatchNorm2d` defaults.
@@ -60,15 +60,7 @@ impl BatchNorm2d {
     /// If `x` is not 4-D with `C` channels.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
-            let out = batch_norm_eval(
-                x,
-                self.running_mean.as_tensor(),
-                self.running_var.as_tensor(),
-                &self.weight,
-                &self.bias,
-                BN_EPS,
-            )?;
-            return if self.relu { relu(&out) } else { Ok(out) };
+            return self.eval(x, MemoryFormat::Nchw);
         }
         let bn = if self.relu {
             batch_norm_train_relu
@@ -76,6 +68,24 @@ impl BatchNorm2d {
             batch_norm_train
         };
         self.train_with(|weight, bias, eps, _| bn(x, weight, bias, eps))
+    }
+
+    /// Evaluation mode on `x` in `format`: the running statistics normalise.
+    pub(crate) fn eval(&self, x: &Tensor, format: MemoryFormat) -> Result<Tensor> {
+        let out = batch_norm_eval(
+            x,
+            self.running_mean.as_tensor(),
+            self.running_var.as_tensor(),
+            &self.weight,
+            &self.bias,
+            BN_EPS,
+            format,
+        )?;
+        if self.relu {
+            relu(&out)
+        } else {
+            Ok(out)
+        }
     }
 
     /// Training mode through `normalize(weight, bias, eps, relu)`, which returns the
@@ -86,8 +96,8 @@ impl BatchNorm2d {
         normalize: impl FnOnce(&Tensor, &Tensor, f64, bool) -> Result<(Tensor, Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let (out, mean, var) = normalize(&self.weight, &self.bias, BN_EPS, self.relu)?;
-        let (n, _, h, w) = out.dims4()?;
-        let m = (n * h * w * batch_norm_world()) as f64;
+        // Values per channel: every dim but the channels' (C = the statistics' length).
+        let m = (out.elem_count() / mean.elem_count().max(1) * batch_norm_world()) as f64;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let ema = |running: &Var, batch: Tensor| -> Result<()> {
             running.set(

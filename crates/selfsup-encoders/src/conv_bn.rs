@@ -7,7 +7,7 @@
 use crate::batch_norm::BatchNorm2d;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use selfsup_kernels::{conv2d, conv_bn_train};
+use selfsup_kernels::{conv2d_in, conv_bn_train, MemoryFormat};
 
 /// A square `kernel` convolution without bias (padding `kernel / 2`) followed
 /// by batch-norm and, when built [`with_relu`](Self::with_relu), a ReLU.
@@ -48,17 +48,22 @@ impl ConvBn {
         }
     }
 
-    /// `(N, cin, H, W)` to `(N, cout, H / stride, W / stride)` (rounded up). In training
-    /// mode the batch statistics normalise and update the running statistics
-    /// (momentum 0.1, unbiased variance, as PyTorch).
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// `(N, cin, H, W)` to `(N, cout, H / stride, W / stride)` (rounded up), both
+    /// in `format`. In training mode the batch statistics normalise and update the
+    /// running statistics (momentum 0.1, unbiased variance, as PyTorch).
+    pub(crate) fn forward_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+        format: MemoryFormat,
+    ) -> Result<Tensor> {
         if !train {
-            let y = conv2d(x, &self.weight, self.stride, self.padding)?;
-            return self.bn.forward_t(&y, false);
+            let y = conv2d_in(x, &self.weight, self.stride, self.padding, format)?;
+            return self.bn.eval(&y, format);
         }
         let geometry = (self.stride, self.padding);
         self.bn.train_with(|weight, bias, eps, relu| {
-            conv_bn_train(x, &self.weight, weight, bias, geometry, eps, relu)
+            conv_bn_train(x, &self.weight, weight, bias, geometry, eps, relu, format)
         })
     }
 }
@@ -94,8 +99,14 @@ mod tests {
     }
 
     /// The fast path agrees with candle-nn's conv + BatchNorm (+ candle's ReLU with
-    /// `relu`): outputs, input gradients and running statistics.
+    /// `relu`), in both memory formats: outputs, input gradients and running statistics.
     fn check_against_candle_nn(relu: bool) {
+        for format in [MemoryFormat::Nchw, MemoryFormat::Nhwc] {
+            check_in(relu, format);
+        }
+    }
+
+    fn check_in(relu: bool, format: MemoryFormat) {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = crate::seeded_var_builder(&vm, 5, DType::F32, &dev);
@@ -134,10 +145,16 @@ mod tests {
         let x = Var::randn(0f32, 1.0, (4, 3, 9, 7), &dev).unwrap();
         let r = Tensor::randn(0f32, 1.0, (4, 5, 5, 4), &dev).unwrap();
         for train in [true, true, false] {
-            let a = ours.forward_t(&x, train).unwrap();
+            let a = ours
+                .forward_t(&format.from_nchw(&x).unwrap(), train, format)
+                .unwrap();
+            let a = format.to_nchw(&a).unwrap();
             let b = bn.forward_t(&conv.forward(&x).unwrap(), train).unwrap();
             let b = if relu { b.relu().unwrap() } else { b };
-            assert!(max_rel_diff(&a, &b) < 1e-4, "relu={relu} train={train}");
+            assert!(
+                max_rel_diff(&a, &b) < 1e-4,
+                "relu={relu} train={train} {format:?}"
+            );
             let grad = |y: &Tensor| {
                 let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 g.get(&x).unwrap().clone()
@@ -145,12 +162,13 @@ mod tests {
             let (ga, gb) = (grad(&a), grad(&b));
             assert!(
                 max_rel_diff(&ga, &gb) < 1e-4,
-                "grad relu={relu} train={train}"
+                "grad relu={relu} train={train} {format:?}"
             );
         }
         for stat in ["bn.running_mean", "bn.running_var"] {
             let get = |vm: &VarMap| vm.data().lock().unwrap()[stat].as_tensor().copy().unwrap();
-            assert!(max_rel_diff(&get(&vm), &get(&vm_ref)) < 1e-4, "{stat}");
+            let diff = max_rel_diff(&get(&vm), &get(&vm_ref));
+            assert!(diff < 1e-4, "{stat} {format:?}");
         }
     }
 

@@ -4,7 +4,7 @@
 
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
-use selfsup_kernels::relu;
+use selfsup_kernels::{relu, MemoryFormat};
 
 use crate::conv_bn::ConvBn;
 use crate::encoder::{Encoder, Stem};
@@ -124,13 +124,13 @@ impl Residual {
         Ok(Self { convs, downsample })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, train: bool, format: MemoryFormat) -> Result<Tensor> {
         let mut h = x.clone();
         for conv in &self.convs {
-            h = conv.forward_t(&h, train)?;
+            h = conv.forward_t(&h, train, format)?;
         }
         let shortcut = match &self.downsample {
-            Some(ds) => ds.forward_t(x, train)?,
+            Some(ds) => ds.forward_t(x, train, format)?,
             None => x.clone(),
         };
         relu(&(h + shortcut)?)
@@ -207,14 +207,17 @@ impl ResNet {
 
 impl Encoder for ResNet {
     fn forward_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.stem.forward_t(x, train)?;
+        let format = MemoryFormat::native(x);
+        let mut h = self.stem.forward_t(&format.from_nchw(x)?, train, format)?;
         if self.max_pool {
-            h = max_pool2d_padded(&h, 3, 2, 1)?;
+            // The max-pool kernel is channels first.
+            let pooled = max_pool2d_padded(&format.to_nchw(&h)?, 3, 2, 1)?;
+            h = format.from_nchw(&pooled)?;
         }
         for block in &self.blocks {
-            h = block.forward_t(&h, train)?;
+            h = block.forward_t(&h, train, format)?;
         }
-        Ok(h)
+        format.to_nchw(&h)
     }
 
     fn feature_dim(&self) -> usize {

@@ -2,6 +2,7 @@
 
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
+use selfsup_kernels::MemoryFormat;
 
 use crate::conv_bn::ConvBn;
 use crate::encoder::Encoder;
@@ -56,11 +57,12 @@ impl SmallCnn {
 
 impl Encoder for SmallCnn {
     fn forward_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = x.clone();
+        let format = MemoryFormat::native(x);
+        let mut h = format.from_nchw(x)?;
         for layer in &self.layers {
-            h = layer.forward_t(&h, train)?;
+            h = layer.forward_t(&h, train, format)?;
         }
-        Ok(h)
+        format.to_nchw(&h)
     }
 
     fn feature_dim(&self) -> usize {

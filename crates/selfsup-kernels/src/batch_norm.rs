@@ -5,6 +5,7 @@ use candle_core::{bail, DType, Result, Tensor, D};
 
 use crate::batch_norm_kernels::BnTrain;
 use crate::bn_stats::Stats;
+use crate::format::MemoryFormat;
 use crate::sync::current_group;
 
 /// Training-mode batch normalization (Ioffe & Szegedy, 2015) with batch
@@ -95,7 +96,17 @@ fn train(
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&Stats { sync: sync.clone() })?; // (2, C): mean, biased var
     let affine = Tensor::stack(&[weight, bias], 0)?; // (2, C), tracked
-    let y = x.apply_op3(&stats, &affine, BnTrain { eps, relu, sync })?;
+    let format = MemoryFormat::Nchw;
+    let y = x.apply_op3(
+        &stats,
+        &affine,
+        BnTrain {
+            eps,
+            relu,
+            sync,
+            format,
+        },
+    )?;
     Ok((y, stats.get(0)?, stats.get(1)?))
 }
 
@@ -105,8 +116,9 @@ fn train(
 ///
 /// # Shapes
 ///
-/// - `x`: `(N, C, H, W)`; the others: `(C)`.
-/// - returns: `(N, C, H, W)`.
+/// - `x`: `(N, C, H, W)`, or `(N, H, W, C)` in [`MemoryFormat::Nhwc`];
+///   the others: `(C)`.
+/// - returns: the shape of `x`.
 ///
 /// # Errors
 ///
@@ -118,12 +130,14 @@ pub fn batch_norm_eval(
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
+    format: MemoryFormat,
 ) -> Result<Tensor> {
-    let (_, c, _, _) = x.dims4()?;
+    let (_, c, _, _) = format.nchw_dims(x)?;
     let scale = (weight / (running_var + eps)?.sqrt()?)?;
     let shift = (bias - (running_mean * &scale)?)?;
-    x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-        .broadcast_add(&shift.reshape((1, c, 1, 1))?)
+    let per_channel = format.dims((1, c, 1, 1));
+    x.broadcast_mul(&scale.reshape(&per_channel)?)?
+        .broadcast_add(&shift.reshape(&per_channel)?)
 }
 
 /// The same computation from plain candle ops (fallback and test reference).
@@ -255,7 +269,7 @@ mod tests {
         let x = rand(&[2, 3, 4, 4], 8)?;
         let (mean, var) = (rand(&[3], 9)?, (rand(&[3], 10)?.abs()? + 0.5)?);
         let (wt, b) = (rand(&[3], 11)?, rand(&[3], 12)?);
-        let y = batch_norm_eval(&x, &mean, &var, &wt, &b, 1e-5)?;
+        let y = batch_norm_eval(&x, &mean, &var, &wt, &b, 1e-5, MemoryFormat::Nchw)?;
         let view = |t: &Tensor| t.reshape((1, 3, 1, 1));
         let expected = x
             .broadcast_sub(&view(&mean)?)?
@@ -263,6 +277,10 @@ mod tests {
             .broadcast_mul(&view(&wt)?)?
             .broadcast_add(&view(&b)?)?;
         assert!(rel_err(&y, &expected)? < 1e-5);
+        // Channels last: the same values, permuted.
+        let nhwc = MemoryFormat::Nhwc;
+        let y = batch_norm_eval(&nhwc.from_nchw(&x)?, &mean, &var, &wt, &b, 1e-5, nhwc)?;
+        assert!(rel_err(&nhwc.to_nchw(&y)?, &expected)? < 1e-5);
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 use crate::batch_norm_kernels::{data, dims, lane_sums, pairs_to_storage, Dims, LANES};
+use crate::format::MemoryFormat;
 use crate::profile;
 use crate::sync::{reduce, StatsReducer};
 
@@ -23,7 +24,7 @@ impl CustomOp1 for Stats {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let pairs = batch_stats(data(s, l)?, dims(l)?, &self.sync)?;
+        let pairs = batch_stats(data(s, l)?, dims(l, MemoryFormat::Nchw)?, &self.sync)?;
         Ok(pairs_to_storage(pairs))
     }
 }
@@ -85,6 +86,34 @@ pub(crate) struct Moments {
 }
 
 impl Moments {
+    /// The moments of the columns of `rows`, `C` values per row (a
+    /// channels-last block): one per channel, from two passes over the rows.
+    pub(crate) fn of_columns(rows: &[f32], c: usize) -> Vec<Self> {
+        if c == 0 {
+            return Vec::new();
+        }
+        let count = (rows.len() / c) as f64;
+        let mut sums = vec![0f64; c];
+        for row in rows.chunks_exact(c) {
+            sums.iter_mut()
+                .zip(row)
+                .for_each(|(s, &v)| *s += f64::from(v));
+        }
+        let means: Vec<f64> = sums.iter().map(|s| s / count.max(1.0)).collect();
+        let mut m2 = vec![0f64; c];
+        for row in rows.chunks_exact(c) {
+            for ((a, &v), &mean) in m2.iter_mut().zip(row).zip(&means) {
+                let d = f64::from(v) - mean;
+                *a += d * d;
+            }
+        }
+        means
+            .into_iter()
+            .zip(m2)
+            .map(|(mean, m2)| Self { count, mean, m2 })
+            .collect()
+    }
+
     pub(crate) fn of(v: &[f32]) -> Self {
         let count = v.len() as f64;
         let sum = f64::from(lane_sums(v, v, |u, _| (u, 0.0)).0);

@@ -5,6 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 use crate::conv_kernels::{forward, grad_w, grad_x, Plan};
+use crate::format::MemoryFormat;
 use crate::geometry::ConvGeometry;
 use crate::patches::Image;
 use crate::profile::{add_flops, scope};
@@ -84,29 +85,70 @@ pub fn conv2d_with(
     padding: usize,
     threading: ConvThreading,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-        return x.conv2d(w, padding, stride, 1, 1);
-    }
-    let plan = plan(x, w, stride, padding, threading)?;
-    x.apply_op2(&w.contiguous()?, Conv(plan))
+    convolve(x, w, (stride, padding), threading, MemoryFormat::Nchw)
 }
 
-/// The plan of a convolution of `x` with the kernel `w`.
-pub(crate) fn plan(
+/// [`conv2d`] of an input in `format`, giving an output in the same format:
+/// with [`MemoryFormat::Nhwc`], `(N, H, W, C)` to `(N, Ho, Wo, O)` (the
+/// kernel stays `(O, C, kh, kw)`). Channels last is the CPU kernels' native
+/// order (no transposes); on other devices the input is permuted to candle's
+/// `conv2d` and the output back.
+///
+/// # Shapes
+///
+/// As for [`conv2d`], with the activations' dims in `format`.
+///
+/// # Errors
+///
+/// As for [`conv2d`].
+pub fn conv2d_in(
     x: &Tensor,
     w: &Tensor,
     stride: usize,
     padding: usize,
+    format: MemoryFormat,
+) -> Result<Tensor> {
+    convolve(x, w, (stride, padding), ConvThreading::default(), format)
+}
+
+/// [`conv2d_in`] with a choice of threading.
+fn convolve(
+    x: &Tensor,
+    w: &Tensor,
+    (stride, padding): (usize, usize),
     threading: ConvThreading,
+    format: MemoryFormat,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        let y = format.to_nchw(x)?.conv2d(w, padding, stride, 1, 1)?;
+        return format.from_nchw(&y);
+    }
+    let plan = plan(x, w, (stride, padding), threading, format)?;
+    x.apply_op2(&w.contiguous()?, Conv(plan))
+}
+
+/// The plan of a convolution of `x` (in `format`) with the kernel `w`.
+pub(crate) fn plan(
+    x: &Tensor,
+    w: &Tensor,
+    (stride, padding): (usize, usize),
+    threading: ConvThreading,
+    format: MemoryFormat,
 ) -> Result<Plan> {
-    let (n, c, h, wd) = x.dims4()?;
+    let (n, c, h, wd) = format.nchw_dims(x)?;
     let (o, cw, kh, kw) = w.dims4()?;
     if cw != c {
         bail!("conv2d: input has {c} channels but the kernel expects {cw}")
     }
     let geom = ConvGeometry::new((n, c, h, wd), (kh, kw), stride, padding)?;
     let batch_parallel = threading == ConvThreading::Batch;
-    Ok(Plan::new(geom, o, threading.min_cols(), batch_parallel))
+    Ok(Plan::new(
+        geom,
+        o,
+        threading.min_cols(),
+        batch_parallel,
+        format,
+    ))
 }
 
 /// 2-D transposed convolution (PyTorch's `conv_transpose2d` without output
@@ -152,7 +194,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -
     // The convolution whose input gradient this is: (N, O, ho, wo) → (N, C, h, wd).
     let geom = ConvGeometry::new((n, o, ho, wo), (kh, kw), stride, padding)?;
     let threading = ConvThreading::default();
-    let plan = Plan::new(geom, c, threading.min_cols(), true);
+    let plan = Plan::new(geom, c, threading.min_cols(), true, MemoryFormat::Nchw);
     w.contiguous()?.apply_op2(&x.contiguous()?, ConvGradX(plan))
 }
 
@@ -183,8 +225,20 @@ impl Plan {
         2.0 * (g.n * self.o * g.out_plane() * g.patch_len()) as f64
     }
 
+    /// The output's dims, in the plan's format.
     pub(crate) fn y_dims(&self) -> [usize; 4] {
-        [self.g.n, self.o, self.g.ho, self.g.wo]
+        let g = &self.g;
+        self.format.dims((g.n, self.o, g.ho, g.wo))
+    }
+
+    /// `(N, O, Ho * Wo)`: the output's batch-norm [`Dims`](crate::batch_norm_kernels::Dims).
+    pub(crate) fn y_planes(&self) -> (usize, usize, usize) {
+        (self.g.n, self.o, self.g.out_plane())
+    }
+
+    /// The input's dims, in the plan's format.
+    pub(crate) fn x_dims(&self) -> [usize; 4] {
+        self.format.dims(self.g.input_shape())
     }
 }
 
@@ -221,7 +275,7 @@ impl CustomOp2 for Conv {
         let _t = scope("conv.fwd");
         let plan = &self.0;
         add_flops("conv.fwd", plan.flops());
-        let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g)?;
+        let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g, plan.format)?;
         expect_dims(l2, plan.w_dims(), "the kernel")?;
         let y = forward(&x, data(s2, l2, "the kernel")?, plan)?;
         Ok((CpuStorage::F32(y), Shape::from(&plan.y_dims())))
@@ -263,7 +317,7 @@ impl CustomOp2 for ConvGradX {
             data(s2, l2, "the output gradient")?,
         );
         let dx = grad_x(w, gy, plan)?;
-        Ok((CpuStorage::F32(dx), Shape::from(plan.g.input_shape())))
+        Ok((CpuStorage::F32(dx), Shape::from(&plan.x_dims())))
     }
 
     fn bwd(
@@ -296,7 +350,7 @@ impl CustomOp2 for ConvGradW {
         let _t = scope("conv.bwd.w");
         let plan = &self.0;
         add_flops("conv.bwd.w", plan.flops());
-        let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g)?;
+        let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g, plan.format)?;
         expect_dims(l2, plan.y_dims(), "the output gradient")?;
         let dw = grad_w(&x, data(s2, l2, "the output gradient")?, plan)?;
         Ok((CpuStorage::F32(dw), Shape::from(&plan.w_dims())))

@@ -15,6 +15,7 @@ use crate::batch_norm_kernels::{pairs_to_rows, BnTrain};
 use crate::bn_stats::moments_stats;
 use crate::conv::{conv2d, data, expect_dims, plan};
 use crate::conv_kernels::{forward_with_moments, grad_w_x, GradSource, Plan};
+use crate::format::MemoryFormat;
 use crate::patches::Image;
 use crate::profile::{add_flops, scope};
 use crate::sync::current_group;
@@ -22,6 +23,7 @@ use crate::ConvThreading;
 
 /// `batch_norm_train(conv2d(x, w, stride, padding), weight, bias, eps)`, followed by
 /// a ReLU when `relu`: the output and the batch's per-channel mean and biased variance.
+/// `x` and the output are in `format` (see [`conv2d_in`](crate::conv2d_in)).
 /// One op on the CPU (f32); on other devices, the two ops apart.
 ///
 /// # Errors
@@ -35,6 +37,7 @@ pub fn conv_bn_train(
     (stride, padding): (usize, usize),
     eps: f64,
     relu: bool,
+    format: MemoryFormat,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let on_cpu = x.device().is_cpu()
         && [x.dtype(), w.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 4];
@@ -44,9 +47,12 @@ pub fn conv_bn_train(
         } else {
             batch_norm_train
         };
-        return bn(&conv2d(x, w, stride, padding)?, weight, bias, eps);
+        let conv = conv2d(&format.to_nchw(x)?, w, stride, padding)?;
+        let (y, mean, var) = bn(&conv, weight, bias, eps)?;
+        return Ok((format.from_nchw(&y)?, mean, var));
     }
-    let plan = plan(x, w, stride, padding, ConvThreading::default())?;
+    let threading = ConvThreading::default();
+    let plan = plan(x, w, (stride, padding), threading, format)?;
     let (o, _, _, _) = w.dims4()?;
     if weight.dims() != [o] || bias.dims() != [o] {
         candle_core::bail!(
@@ -62,6 +68,7 @@ pub fn conv_bn_train(
             eps,
             relu,
             sync: current_group(),
+            format,
         },
         saved: saved.clone(),
     };
@@ -107,15 +114,14 @@ impl CustomOp3 for ConvBnTrain {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let plan = &self.plan;
-        let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g)?;
+        let x = Image::new(s1.as_slice::<f32>()?, l1, &plan.g, plan.format)?;
         expect_dims(l2, plan.w_dims(), "the kernel")?;
         let (conv, moments) = {
             let _t = scope("conv.fwd");
             add_flops("conv.fwd", plan.flops());
             forward_with_moments(&x, data(s2, l2, "the kernel")?, plan, true)?
         };
-        let [n, c, h, w] = plan.y_dims();
-        let d = (n, c, h * w);
+        let (c, d) = (plan.o, plan.y_planes());
         let stats = {
             let _t = scope("bn.stats");
             pairs_to_rows(&moments_stats(&moments, c, &self.bn.sync)?)
@@ -177,10 +183,9 @@ impl ConvBnTrain {
         let plan = &self.plan;
         let want_dx = x.track_op();
         add_flops("conv.bwd", plan.flops() * if want_dx { 2.0 } else { 1.0 });
-        let [n, o, ho, wo] = plan.y_dims();
         let coef = self
             .bn
-            .input_grads(&packed.flatten_all()?.to_vec1::<f32>()?, (n, o, ho * wo));
+            .input_grads(&packed.flatten_all()?.to_vec1::<f32>()?, plan.y_planes());
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
         let (cs, cl) = conv.storage_and_layout();
@@ -197,13 +202,13 @@ impl ConvBnTrain {
             dy: data(ds, dl, "the output gradient")?,
             coef: &coef,
         };
-        let xi = Image::new(xs.as_slice::<f32>()?, xl, &plan.g)?;
+        let xi = Image::new(xs.as_slice::<f32>()?, xl, &plan.g, plan.format)?;
         let wv = data(ws, wl, "the kernel")?;
         let (dw, dx) = grad_w_x(&xi, src, want_dx.then_some(wv), plan)?;
         let cpu = candle_core::Device::Cpu;
         let dw = Tensor::from_vec(dw, plan.w_dims().to_vec(), &cpu)?;
         let dx = dx
-            .map(|dx| Tensor::from_vec(dx, plan.g.input_shape(), &cpu))
+            .map(|dx| Tensor::from_vec(dx, plan.x_dims().to_vec(), &cpu))
             .transpose()?;
         Ok((dw, dx))
     }
@@ -216,22 +221,37 @@ mod tests {
     use crate::test_util::{rand, rel_err};
     use candle_core::Var;
 
-    /// The fused op against `conv2d` then batch norm: outputs, statistics and every
-    /// gradient within 1e-4 relative.
+    /// The fused op, in both memory formats, against `conv2d` then batch norm:
+    /// outputs, statistics and every gradient within 1e-4 relative.
     fn check(x: [usize; 4], o: usize, k: usize, stride: usize, padding: usize, relu: bool) {
+        for format in [MemoryFormat::Nchw, MemoryFormat::Nhwc] {
+            check_in(format, x, o, (k, stride, padding), relu);
+        }
+    }
+
+    fn check_in(
+        format: MemoryFormat,
+        x: [usize; 4],
+        o: usize,
+        (k, stride, padding): (usize, usize, usize),
+        relu: bool,
+    ) {
         let c = x[1];
         let xv = Var::from_tensor(&rand(&x, 1).unwrap()).unwrap();
         let w = Var::from_tensor(&rand(&[o, c, k, k], 2).unwrap()).unwrap();
         let wt = Var::from_tensor(&(rand(&[o], 3).unwrap() + 1.0).unwrap()).unwrap();
         let b = Var::from_tensor(&rand(&[o], 4).unwrap()).unwrap();
-        let fused = conv_bn_train(&xv, &w, &wt, &b, (stride, padding), 1e-5, relu).unwrap();
+        let geometry = (stride, padding);
+        let xf = format.from_nchw(&xv).unwrap();
+        let fused = conv_bn_train(&xf, &w, &wt, &b, geometry, 1e-5, relu, format).unwrap();
+        let fused = (format.to_nchw(&fused.0).unwrap(), fused.1, fused.2);
         let bn = if relu {
             batch_norm_train_relu
         } else {
             batch_norm_train
         };
         let apart = bn(&conv2d(&xv, &w, stride, padding).unwrap(), &wt, &b, 1e-5).unwrap();
-        let case = format!("{x:?} o={o} k={k} s={stride} p={padding} relu={relu}");
+        let case = format!("{format:?} {x:?} o={o} k={k} s={stride} p={padding} relu={relu}");
         for (name, a, e) in [
             ("y", &fused.0, &apart.0),
             ("mean", &fused.1, &apart.1),
@@ -283,14 +303,19 @@ mod tests {
             Var::from_tensor(&rand(&[4], 3).unwrap()).unwrap(),
             Var::from_tensor(&rand(&[4], 4).unwrap()).unwrap(),
         );
-        let (y, _, _) = conv_bn_train(&x, &w, &wt, &b, (1, 1), 1e-5, true).unwrap();
+        let nchw = MemoryFormat::Nchw;
+        let (y, _, _) = conv_bn_train(&x, &w, &wt, &b, (1, 1), 1e-5, true, nchw).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(&x).is_none());
         for v in [&w, &wt, &b] {
             assert!(grads.get(v).is_some());
         }
         let bad = Var::from_tensor(&rand(&[5], 3).unwrap()).unwrap();
-        let err = conv_bn_train(&x, &w, &bad, &b, (1, 1), 1e-5, true).unwrap_err();
+        let err = conv_bn_train(&x, &w, &bad, &b, (1, 1), 1e-5, true, nchw).unwrap_err();
         assert!(err.to_string().contains("must be (4)"), "{err}");
+        // An NCHW tensor where NHWC is expected: its last dim is not the kernel's C.
+        let nhwc = MemoryFormat::Nhwc;
+        let err = conv_bn_train(&x, &w, &wt, &b, (1, 1), 1e-5, true, nhwc).unwrap_err();
+        assert!(err.to_string().contains("channels"), "{err}");
     }
 }

@@ -15,8 +15,9 @@ use candle_core::Result;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use crate::batch_norm_kernels::InputGrad;
+use crate::batch_norm_kernels::InputGrads;
 use crate::bn_stats::Moments;
+use crate::format::MemoryFormat;
 use crate::geometry::ConvGeometry;
 use crate::patches::{
     cols_from_padded, from_pixel_major, pad_sample, padded_from_cols, to_pixel_major, unpad_sample,
@@ -36,17 +37,26 @@ pub(crate) struct Plan {
     /// Chunks in parallel with single-threaded gemms (true), or one after
     /// the other with gemm's own threading (false).
     pub(crate) batch_parallel: bool,
+    /// The memory format of the input, the output and their gradients.
+    pub(crate) format: MemoryFormat,
 }
 
 impl Plan {
     /// Chunks of at least `min_cols` output pixels (whole samples).
-    pub(crate) fn new(g: ConvGeometry, o: usize, min_cols: usize, batch_parallel: bool) -> Self {
+    pub(crate) fn new(
+        g: ConvGeometry,
+        o: usize,
+        min_cols: usize,
+        batch_parallel: bool,
+        format: MemoryFormat,
+    ) -> Self {
         let per_chunk = min_cols.div_ceil(g.out_plane().max(1)).clamp(1, g.n.max(1));
         Self {
             g,
             o,
             per_chunk,
             batch_parallel,
+            format,
         }
     }
 
@@ -141,20 +151,33 @@ pub(crate) enum GradSource<'a> {
     BatchNorm {
         conv: &'a [f32],
         dy: &'a [f32],
-        coef: &'a [InputGrad],
+        coef: &'a InputGrads,
     },
 }
 
 /// Samples `n0 .. n0 + b` of the output gradient as an `(O, b * P)` matrix:
-/// in place for one sample of a plain gradient, else built in `buf`.
+/// in place for a plain gradient channels last or of one sample, else built
+/// in `buf` (a transposed view of `(b * P, O)` rows channels last).
 fn grad_block<'a>(
     src: GradSource<'a>,
     (o, p): (usize, usize),
     n0: usize,
     b: usize,
     buf: &'a mut Vec<f32>,
+    format: MemoryFormat,
 ) -> Result<Mat<'a>> {
     let span = n0 * o * p..(n0 + b) * o * p;
+    if format == MemoryFormat::Nhwc {
+        let rows = match src {
+            GradSource::Plain(gy) => &gy[span],
+            GradSource::BatchNorm { conv, dy, coef } => {
+                let dst = sized(buf, b * p * o);
+                coef.rows(dst, &conv[span.clone()], &dy[span]);
+                dst
+            }
+        };
+        return Ok(Mat::rows(rows, b * p, o)?.t());
+    }
     if let GradSource::Plain(gy) = src {
         if b == 1 {
             return Mat::rows(&gy[span], o, p);
@@ -168,7 +191,7 @@ fn grad_block<'a>(
             match src {
                 GradSource::Plain(gy) => out.copy_from_slice(&gy[at..at + p]),
                 GradSource::BatchNorm { conv, dy, coef } => {
-                    coef[oi].apply(out, &conv[at..at + p], &dy[at..at + p]);
+                    coef.plane(oi, out, &conv[at..at + p], &dy[at..at + p]);
                 }
             }
         }
@@ -176,7 +199,8 @@ fn grad_block<'a>(
     Mat::rows(dst, o, ld)
 }
 
-/// `y (N, O, Ho, Wo) = conv(x, w)`, `w` contiguous `(O, C, kh, kw)`.
+/// `y = conv(x, w)`, `(N, O, Ho, Wo)` or `(N, Ho, Wo, O)` by the plan's
+/// format, `w` contiguous `(O, C, kh, kw)`.
 pub(crate) fn forward(x: &Image<'_>, w: &[f32], plan: &Plan) -> Result<Vec<f32>> {
     Ok(forward_with_moments(x, w, plan, false)?.0)
 }
@@ -201,6 +225,18 @@ pub(crate) fn forward_with_moments(
             gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
         };
         let ld = b * p;
+        if plan.format == MemoryFormat::Nhwc {
+            // The chunk's output rows (b * P, O) = cols (b * P, K) @ wᵀ (K, O).
+            {
+                let _t = scope("conv.fwd.gemm");
+                gemm(y, o, cols, wm.t(), false, plan.threads())?;
+            }
+            if !moments {
+                return Ok(Vec::new());
+            }
+            let _t = scope("conv.fwd.moments");
+            return Ok(Moments::of_columns(y, o));
+        }
         // The chunk's output as (O, b * P): y itself for one sample.
         let block: &[f32] = if b == 1 {
             let _t = scope("conv.fwd.gemm");
@@ -229,7 +265,7 @@ pub(crate) fn forward_with_moments(
     Ok((y, parts.into_iter().flatten().collect()))
 }
 
-/// `dx (N, C, H, W)`: the gradient of `conv(x, w)` for `x`, given `gy`.
+/// `dx` (in the plan's format): the gradient of `conv(x, w)` for `x`, given `gy`.
 pub(crate) fn grad_x(w: &[f32], gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
     let (g, o) = (&plan.g, plan.o);
     let (k, p, len) = (g.patch_len(), g.out_plane(), g.in_sample());
@@ -241,7 +277,7 @@ pub(crate) fn grad_x(w: &[f32], gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
         let Buffers { cols, grad, padded } = bufs;
         let gm = {
             let _t = scope("conv.bwd.x.gather");
-            grad_block(GradSource::Plain(gy), (o, p), n0, b, grad)?
+            grad_block(GradSource::Plain(gy), (o, p), n0, b, grad, plan.format)?
         };
         chunk_grad_x(gm, wm, plan, (cols, padded), dx)
     })?;
@@ -273,7 +309,7 @@ fn chunk_grad_x(
     for (img, rows) in dx.chunks_exact_mut(len).zip(gcols.chunks_exact(p * k)) {
         scratch.fill(0.0);
         padded_from_cols(rows, g, &pd, scratch);
-        unpad_sample(scratch, g, &pd, img);
+        unpad_sample(scratch, g, &pd, img, plan.format);
     }
     Ok(())
 }
@@ -283,7 +319,7 @@ pub(crate) fn grad_w(x: &Image<'_>, gy: &[f32], plan: &Plan) -> Result<Vec<f32>>
     Ok(grad_w_x(x, GradSource::Plain(gy), None, plan)?.0)
 }
 
-/// `dw (O, C, kh, kw)`, and with the kernel `w` also `dx (N, C, H, W)`: the
+/// `dw (O, C, kh, kw)`, and with the kernel `w` also `dx` (in the plan's format): the
 /// gradients of `conv(x, w)` for the output gradient `src`, in one pass over
 /// the batch (each chunk's gradient block is made once and used for both).
 ///
@@ -322,7 +358,7 @@ pub(crate) fn grad_w_x(
                 let b = plan.per_chunk.min(g.n - n0);
                 let gm = {
                     let _t = scope("conv.bwd.w.gather");
-                    grad_block(src, (o, p), n0, b, grad)?
+                    grad_block(src, (o, p), n0, b, grad, plan.format)?
                 };
                 let xcols = {
                     let _t = scope("conv.bwd.w.im2col");

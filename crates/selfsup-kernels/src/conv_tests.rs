@@ -5,7 +5,8 @@
 
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
 
-use crate::conv::{conv2d, conv2d_with, conv_transpose2d, ConvThreading};
+use crate::conv::{conv2d, conv2d_in, conv2d_with, conv_transpose2d, ConvThreading};
+use crate::format::MemoryFormat;
 use crate::geometry::ConvGeometry;
 use crate::im2col::{col2im, im2col};
 use crate::test_util::{rand, rel_err};
@@ -53,7 +54,8 @@ fn conv_by_taps(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result
 /// Forward against candle's conv2d; gradients for `x` and `w` against
 /// [`conv_by_taps`] and, when `candle_bwd` is set, also against candle's
 /// conv2d backward (which fails when the two axes need different
-/// `output_padding`: it takes the height's for both). Both threadings.
+/// `output_padding`: it takes the height's for both). Both threadings, and
+/// channels last (the input permuted in, the output permuted back).
 fn check(
     x_shape: [usize; 4],
     w_shape: [usize; 4],
@@ -74,8 +76,21 @@ fn check(
     if candle_bwd {
         refs.push(loss(&candle)?);
     }
-    for threading in [ConvThreading::Batch, ConvThreading::Gemm] {
-        let ours = conv2d_with(&x, &w, stride, padding, threading)?;
+    let nhwc = MemoryFormat::Nhwc;
+    let variants: [(&str, &dyn Fn() -> Result<Tensor>); 3] = [
+        ("batch", &|| {
+            conv2d_with(&x, &w, stride, padding, ConvThreading::Batch)
+        }),
+        ("gemm", &|| {
+            conv2d_with(&x, &w, stride, padding, ConvThreading::Gemm)
+        }),
+        ("nhwc", &|| {
+            let y = conv2d_in(&nhwc.from_nchw(&x)?, &w, stride, padding, nhwc)?;
+            nhwc.to_nchw(&y)
+        }),
+    ];
+    for (threading, conv) in variants {
+        let ours = conv()?;
         let e = rel_err(&ours, &candle)?;
         assert!(e < 1e-4, "forward {tag} {threading:?}: {e}");
         let g_ours = loss(&ours)?;
@@ -274,14 +289,18 @@ fn second_derivatives_match_the_reference() -> Result<()> {
             }
             Ok(found)
         };
-        let ours = second(conv2d(&x, &w, 2, 1)?)?;
         let reference = second(conv_by_taps(&x, &w, 2, 1)?)?;
-        // d/dw and d/dr of <dL/dx, v>; d/dx and d/dr of <dL/dw, vw>.
-        assert_eq!(ours.len(), 4);
-        assert_eq!(reference.len(), 4);
-        for (a, b) in ours.iter().zip(&reference) {
-            let e = rel_err(a, b)?;
-            assert!(e < 1e-4, "{e}");
+        let nhwc = MemoryFormat::Nhwc;
+        let channels_last = conv2d_in(&nhwc.from_nchw(&x)?, &w, 2, 1, nhwc)?;
+        for ours in [conv2d(&x, &w, 2, 1)?, nhwc.to_nchw(&channels_last)?] {
+            let ours = second(ours)?;
+            // d/dw and d/dr of <dL/dx, v>; d/dx and d/dr of <dL/dw, vw>.
+            assert_eq!(ours.len(), 4);
+            assert_eq!(reference.len(), 4);
+            for (a, b) in ours.iter().zip(&reference) {
+                let e = rel_err(a, b)?;
+                assert!(e < 1e-4, "{e}");
+            }
         }
         Ok(())
     })

@@ -48,6 +48,7 @@ mod conv_bn;
 mod conv_kernels;
 #[cfg(test)]
 mod conv_tests;
+mod format;
 mod geometry;
 mod im2col;
 mod max_pool;
@@ -63,8 +64,9 @@ mod test_util;
 mod zeros;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_relu};
-pub use conv::{conv2d, conv2d_with, conv_transpose2d, ConvThreading};
+pub use conv::{conv2d, conv2d_in, conv2d_with, conv_transpose2d, ConvThreading};
 pub use conv_bn::conv_bn_train;
+pub use format::MemoryFormat;
 pub use im2col::{col2im, im2col, ConvGeometry};
 pub use max_pool::max_pool2d;
 pub use relu::relu;

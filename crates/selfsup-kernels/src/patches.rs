@@ -16,9 +16,11 @@
 
 use candle_core::{bail, Layout, Result};
 
+use crate::format::MemoryFormat;
 use crate::geometry::ConvGeometry;
 
-/// A strided read-only view of an `(N, C, H, W)` tensor's data.
+/// A strided read-only view of a 4-D tensor's data, by `(N, C, H, W)`
+/// whatever its memory format.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Image<'a> {
     data: &'a [f32],
@@ -29,24 +31,33 @@ pub(crate) struct Image<'a> {
 
 impl<'a> Image<'a> {
     /// Views `data` through `layout`, which must have the geometry's input
-    /// shape.
+    /// shape in `format`.
     ///
     /// # Errors
     ///
     /// Fails when the shape differs from the geometry's, or the layout
     /// reaches past the end of `data`.
-    pub(crate) fn new(data: &'a [f32], layout: &Layout, g: &ConvGeometry) -> Result<Self> {
+    pub(crate) fn new(
+        data: &'a [f32],
+        layout: &Layout,
+        g: &ConvGeometry,
+        format: MemoryFormat,
+    ) -> Result<Self> {
         let (n, c, h, w) = g.input_shape();
-        let &[sn, sc, sh, sw] = layout.stride() else {
+        let &[s0, s1, s2, s3] = layout.stride() else {
             bail!("conv: expected a 4-D input, got {:?}", layout.dims())
         };
-        if layout.dims() != [n, c, h, w] {
+        let want = format.dims((n, c, h, w));
+        if layout.dims() != want {
             bail!(
-                "conv: input shape {:?} does not match {:?}",
-                layout.dims(),
-                (n, c, h, w)
+                "conv: input shape {:?} does not match {want:?}",
+                layout.dims()
             )
         }
+        let [sn, sc, sh, sw] = match format {
+            MemoryFormat::Nchw => [s0, s1, s2, s3],
+            MemoryFormat::Nhwc => [s0, s3, s1, s2],
+        };
         let last = [(n, sn), (c, sc), (h, sh), (w, sw)]
             .iter()
             .try_fold(layout.start_offset(), |acc, &(d, s)| {
@@ -102,7 +113,11 @@ pub(crate) fn pad_sample(x: &Image<'_>, ni: usize, g: &ConvGeometry, pd: &Padded
         row[(g.w + p) * c..].fill(0.0);
         let inner = &mut row[p * c..(g.w + p) * c];
         let y = yp - p;
-        if c < 8 {
+        if sw == c && (sc == 1 || c == 1) {
+            // Channels last (or one channel) with contiguous rows: one copy.
+            let src = base + y * sh;
+            inner.copy_from_slice(&x.data[src..src + inner.len()]);
+        } else if c < 8 {
             // Few channels: one strided write pass per channel.
             for ci in 0..c {
                 let src = base + ci * sc + y * sh;
@@ -154,15 +169,26 @@ pub(crate) fn padded_from_cols(cols: &[f32], g: &ConvGeometry, pd: &Padded, buf:
     }
 }
 
-/// Writes the unpadded pixels of `buf` to one sample's contiguous
-/// `(C, H, W)` image `dst`: the adjoint of [`pad_sample`].
-pub(crate) fn unpad_sample(buf: &[f32], g: &ConvGeometry, pd: &Padded, dst: &mut [f32]) {
+/// Writes the unpadded pixels of `buf` to one sample's contiguous image
+/// `dst`, `(C, H, W)` or `(H, W, C)` by `format`: the adjoint of
+/// [`pad_sample`].
+pub(crate) fn unpad_sample(
+    buf: &[f32],
+    g: &ConvGeometry,
+    pd: &Padded,
+    dst: &mut [f32],
+    format: MemoryFormat,
+) {
     let (c, p, hw) = (g.c, g.padding, g.h * g.w);
     if hw == 0 {
         return;
     }
     for y in 0..g.h {
         let inner = &buf[((y + p) * pd.wp + p) * c..][..g.w * c];
+        if format == MemoryFormat::Nhwc {
+            dst[y * g.w * c..][..g.w * c].copy_from_slice(inner);
+            continue;
+        }
         for (ci, plane) in dst.chunks_exact_mut(hw).enumerate() {
             let line = &mut plane[y * g.w..][..g.w];
             let src = inner[ci..].iter().step_by(c);
