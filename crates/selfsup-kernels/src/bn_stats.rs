@@ -87,30 +87,33 @@ pub(crate) struct Moments {
 
 impl Moments {
     /// The moments of the columns of `rows`, `C` values per row (a
-    /// channels-last block): one per channel, from two passes over the rows.
+    /// channels-last block, a few hundred rows): one per channel, from two
+    /// passes over the rows, summed in `f32` (each a vector of `C` lanes),
+    /// while the block is in cache.
     pub(crate) fn of_columns(rows: &[f32], c: usize) -> Vec<Self> {
         if c == 0 {
             return Vec::new();
         }
-        let count = (rows.len() / c) as f64;
-        let mut sums = vec![0f64; c];
+        let count = rows.len() / c;
+        let mut sums = vec![0f32; c];
         for row in rows.chunks_exact(c) {
-            sums.iter_mut()
-                .zip(row)
-                .for_each(|(s, &v)| *s += f64::from(v));
+            sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
         }
-        let means: Vec<f64> = sums.iter().map(|s| s / count.max(1.0)).collect();
-        let mut m2 = vec![0f64; c];
+        let means: Vec<f32> = sums.iter().map(|s| s / count.max(1) as f32).collect();
+        let mut m2 = vec![0f32; c];
         for row in rows.chunks_exact(c) {
             for ((a, &v), &mean) in m2.iter_mut().zip(row).zip(&means) {
-                let d = f64::from(v) - mean;
-                *a += d * d;
+                *a += (v - mean) * (v - mean);
             }
         }
-        means
-            .into_iter()
+        let count = count as f64;
+        sums.into_iter()
             .zip(m2)
-            .map(|(mean, m2)| Self { count, mean, m2 })
+            .map(|(sum, m2)| Self {
+                count,
+                mean: f64::from(sum) / count.max(1.0),
+                m2: f64::from(m2),
+            })
             .collect()
     }
 
