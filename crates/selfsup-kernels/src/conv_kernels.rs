@@ -20,8 +20,8 @@ use crate::bn_stats::Moments;
 use crate::format::MemoryFormat;
 use crate::geometry::ConvGeometry;
 use crate::patches::{
-    cols_from_padded, from_pixel_major, pad_sample, padded_from_cols, to_pixel_major, unpad_sample,
-    Image, Padded,
+    cols_from_padded, from_pixel_major, from_pixel_major_columns, pad_sample, padded_from_cols,
+    to_pixel_major, unpad_sample, Image, Padded,
 };
 use crate::profile::scope;
 use crate::sgemm::{gemm, Mat, Threads};
@@ -366,7 +366,13 @@ pub(crate) fn grad_w_x(
                 };
                 {
                     let _t = scope("conv.bwd.w.gemm");
-                    gemm(&mut acc, k, gm, xcols, i > 0, plan.threads())?;
+                    if plan.format == MemoryFormat::Nhwc {
+                        // (K, O) += colsᵀ @ the gradient's rows: faster here than
+                        // (O, K), whose left operand is the rows transposed.
+                        gemm(&mut acc, o, xcols.t(), gm.t(), i > 0, plan.threads())?;
+                    } else {
+                        gemm(&mut acc, k, gm, xcols, i > 0, plan.threads())?;
+                    }
                 }
                 if let Some(wm) = wm {
                     let at = (n0 - first * plan.per_chunk) * len;
@@ -394,5 +400,9 @@ pub(crate) fn grad_w_x(
             t.iter_mut().zip(src).for_each(|(t, v)| *t += v);
         }
     });
-    Ok((from_pixel_major(&total, g), wm.map(|_| dx)))
+    let dw = match plan.format {
+        MemoryFormat::Nchw => from_pixel_major(&total, g),
+        MemoryFormat::Nhwc => from_pixel_major_columns(&total, g, o),
+    };
+    Ok((dw, wm.map(|_| dx)))
 }

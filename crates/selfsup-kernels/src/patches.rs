@@ -226,6 +226,21 @@ pub(crate) fn from_pixel_major(w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     transpose_blocks(w, g.kh * g.kw, g.c)
 }
 
+/// Reorders a `(kh, kw, C, O)` kernel, the columns of a pixel-major
+/// kernel gradient, to `(O, C, kh, kw)`.
+pub(crate) fn from_pixel_major_columns(w: &[f32], g: &ConvGeometry, o: usize) -> Vec<f32> {
+    let (c, taps) = (g.c, g.kh * g.kw);
+    let mut out = vec![0f32; w.len()];
+    for (oi, kernel) in out.chunks_exact_mut(c * taps).enumerate() {
+        for (ci, plane) in kernel.chunks_exact_mut(taps).enumerate() {
+            for (t, v) in plane.iter_mut().enumerate() {
+                *v = w[(t * c + ci) * o + oi];
+            }
+        }
+    }
+    out
+}
+
 /// Transposes each consecutive `rows x cols` block of `v`.
 fn transpose_blocks(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; v.len()];
