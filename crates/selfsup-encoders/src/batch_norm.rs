@@ -97,7 +97,19 @@ impl BatchNorm2d {
     ) -> Result<Tensor> {
         let (out, mean, var) = normalize(&self.weight, &self.bias, BN_EPS, self.relu)?;
         // Values per channel: every dim but the channels' (C = the statistics' length).
-        let m = (out.elem_count() / mean.elem_count().max(1) * batch_norm_world()) as f64;
+        self.update_running(&mean, &var, out.elem_count() / mean.elem_count().max(1))?;
+        Ok(out)
+    }
+
+    /// Moves the running statistics towards a batch's `mean` and biased `var`
+    /// over `per_channel` values of each channel on this process.
+    pub(crate) fn update_running(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        per_channel: usize,
+    ) -> Result<()> {
+        let m = (per_channel * batch_norm_world()) as f64;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let ema = |running: &Var, batch: Tensor| -> Result<()> {
             running.set(
@@ -105,7 +117,14 @@ impl BatchNorm2d {
             )
         };
         ema(&self.running_mean, mean.detach())?;
-        ema(&self.running_var, (var.detach() * unbiased)?)?;
-        Ok(out)
+        ema(&self.running_var, (var.detach() * unbiased)?)
     }
+
+    /// The scale, shift and ReLU flag of a [`ConvBnLayer`](selfsup_kernels::ConvBnLayer).
+    pub(crate) fn affine(&self) -> (&Tensor, &Tensor, bool) {
+        (&self.weight, &self.bias, self.relu)
+    }
+
+    /// The epsilon added to the variance.
+    pub(crate) const EPS: f64 = BN_EPS;
 }

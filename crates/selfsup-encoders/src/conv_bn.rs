@@ -7,7 +7,9 @@
 use crate::batch_norm::BatchNorm2d;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use selfsup_kernels::{conv2d_in, conv_bn_train, MemoryFormat};
+use selfsup_kernels::{
+    conv2d_in, conv_bn_chain_train, conv_bn_train, BatchStats, ConvBnLayer, MemoryFormat,
+};
 
 /// A square `kernel` convolution without bias (padding `kernel / 2`) followed
 /// by batch-norm and, when built [`with_relu`](Self::with_relu), a ReLU.
@@ -66,6 +68,38 @@ impl ConvBn {
             conv_bn_train(x, &self.weight, weight, bias, geometry, eps, relu, format)
         })
     }
+
+    /// This unit as a layer of a chain.
+    fn layer(&self) -> ConvBnLayer<'_> {
+        let (weight, bias, relu) = self.bn.affine();
+        ConvBnLayer {
+            kernel: &self.weight,
+            weight,
+            bias,
+            stride: self.stride,
+            padding: self.padding,
+            relu,
+        }
+    }
+}
+
+/// `units` one after the other in training mode, as one chained op (see
+/// [`conv_bn_chain_train`]); each unit's running statistics follow its batch's.
+pub(crate) fn train_chain(units: &[ConvBn], x: &Tensor, format: MemoryFormat) -> Result<Tensor> {
+    let layers: Vec<ConvBnLayer<'_>> = units.iter().map(ConvBn::layer).collect();
+    let (y, stats) = conv_bn_chain_train(x, &layers, BatchNorm2d::EPS, format)?;
+    for (
+        unit,
+        BatchStats {
+            mean,
+            var,
+            per_channel,
+        },
+    ) in units.iter().zip(stats)
+    {
+        unit.bn.update_running(&mean, &var, per_channel)?;
+    }
+    Ok(y)
 }
 
 #[cfg(test)]

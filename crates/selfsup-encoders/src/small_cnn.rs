@@ -4,7 +4,7 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 use selfsup_kernels::MemoryFormat;
 
-use crate::conv_bn::ConvBn;
+use crate::conv_bn::{train_chain, ConvBn};
 use crate::encoder::Encoder;
 use crate::init::torch_default_init;
 
@@ -59,8 +59,12 @@ impl Encoder for SmallCnn {
     fn forward_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let format = MemoryFormat::native(x);
         let mut h = format.from_nchw(x)?;
-        for layer in &self.layers {
-            h = layer.forward_t(&h, train, format)?;
+        if train {
+            h = train_chain(&self.layers, &h, format)?;
+        } else {
+            for layer in &self.layers {
+                h = layer.forward_t(&h, false, format)?;
+            }
         }
         format.to_nchw(&h)
     }
@@ -104,6 +108,47 @@ mod tests {
         assert!(
             SmallCnn::new(1, 0, candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu)).is_err()
         );
+        Ok(())
+    }
+
+    /// Training through the chained op gives what the units one by one give:
+    /// the map, every gradient and the running statistics.
+    #[test]
+    fn the_chained_trunk_matches_its_units_one_by_one() -> Result<()> {
+        let ((vm_chain, chained), (vm_units, units)) = (build(4)?, build(4)?);
+        let x = random_input(&[3, 1, 28, 28], 2)?;
+        let format = MemoryFormat::native(&x);
+        let a = chained.forward_map(&x, true)?;
+        let mut h = format.from_nchw(&x)?;
+        for unit in &units.layers {
+            h = unit.forward_t(&h, true, format)?;
+        }
+        let b = format.to_nchw(&h)?;
+        let r = random_input(a.dims(), 3)?;
+        let (ga, gb) = (
+            (&a * &r)?.sum_all()?.backward()?,
+            (&b * &r)?.sum_all()?.backward()?,
+        );
+        let rel = |p: &Tensor, q: &Tensor| -> Result<f32> {
+            let d = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            Ok(d / q.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6))
+        };
+        assert!(rel(&a, &b)? < 1e-4);
+        let (va, vb) = (
+            vm_chain.data().lock().unwrap(),
+            vm_units.data().lock().unwrap(),
+        );
+        for (name, var) in va.iter() {
+            let other = &vb[name];
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                assert!(rel(var.as_tensor(), other.as_tensor())? < 1e-4, "{name}");
+            } else {
+                let (Some(p), Some(q)) = (ga.get(var), gb.get(other)) else {
+                    panic!("no gradient for {name}")
+                };
+                assert!(rel(p, q)? < 1e-4, "gradient of {name}");
+            }
+        }
         Ok(())
     }
 

@@ -135,8 +135,24 @@ pub(crate) fn plan(
     threading: ConvThreading,
     format: MemoryFormat,
 ) -> Result<Plan> {
-    let (n, c, h, wd) = format.nchw_dims(x)?;
-    let (o, cw, kh, kw) = w.dims4()?;
+    plan_for(
+        format.nchw_dims(x)?,
+        w.dims4()?,
+        (stride, padding),
+        threading,
+        format,
+    )
+}
+
+/// The plan of a convolution of an input of `(N, C, H, W)` `x` (in `format`)
+/// with an `(O, C, kh, kw)` kernel `w`.
+pub(crate) fn plan_for(
+    (n, c, h, wd): (usize, usize, usize, usize),
+    (o, cw, kh, kw): (usize, usize, usize, usize),
+    (stride, padding): (usize, usize),
+    threading: ConvThreading,
+    format: MemoryFormat,
+) -> Result<Plan> {
     if cw != c {
         bail!("conv2d: input has {c} channels but the kernel expects {cw}")
     }

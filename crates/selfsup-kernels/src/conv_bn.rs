@@ -61,42 +61,35 @@ pub fn conv_bn_train(
             bias.dims()
         )
     }
-    let saved = Arc::new(Mutex::new(None));
-    let op = ConvBnTrain {
-        plan,
-        bn: BnTrain {
-            eps,
-            relu,
-            sync: current_group(),
-            format,
-        },
-        saved: saved.clone(),
-    };
+    let op = ConvBnTrain::new(plan, eps, relu);
+    let saved = op.saved.clone();
     let affine = Tensor::stack(&[weight, bias], 0)?; // (2, C), tracked
     let y = x.apply_op3(&w.contiguous()?, &affine, op)?;
-    let stats = saved
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .map(|s: &Saved| s.stats.clone());
-    let Some(stats) = stats else {
-        candle_core::bail!("conv_bn_train: the forward kept no statistics")
-    };
+    let stats = saved_stats(&saved)?;
     Ok((y, stats.get(0)?, stats.get(1)?))
+}
+
+/// The `(2, C)` batch statistics that a forward kept.
+pub(crate) fn saved_stats(saved: &Mutex<Option<Saved>>) -> Result<Tensor> {
+    let saved = saved.lock().unwrap_or_else(PoisonError::into_inner);
+    match saved.as_ref() {
+        Some(s) => Ok(s.stats.clone()),
+        None => candle_core::bail!("conv_bn_train: the forward kept no statistics"),
+    }
 }
 
 /// What the forward keeps for the backward: the convolution's output and the
 /// `(2, C)` batch statistics.
-struct Saved {
+pub(crate) struct Saved {
     conv: Tensor,
     stats: Tensor,
 }
 
 /// The fused op on `(x, w, affine)`.
-struct ConvBnTrain {
-    plan: Plan,
+pub(crate) struct ConvBnTrain {
+    pub(crate) plan: Plan,
     bn: BnTrain,
-    saved: Arc<Mutex<Option<Saved>>>,
+    pub(crate) saved: Arc<Mutex<Option<Saved>>>,
 }
 
 impl CustomOp3 for ConvBnTrain {
@@ -146,6 +139,38 @@ impl CustomOp3 for ConvBnTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let want = (x.track_op(), w.track_op());
+        let (dx, dw, daffine) = self.grads(x, w, affine, dy, want)?;
+        Ok((dx, dw, Some(daffine)))
+    }
+}
+
+impl ConvBnTrain {
+    /// The op for `plan`, synchronised over the thread's batch-norm group if any.
+    pub(crate) fn new(plan: Plan, eps: f64, relu: bool) -> Self {
+        let bn = BnTrain {
+            eps,
+            relu,
+            sync: current_group(),
+            format: plan.format,
+        };
+        Self {
+            plan,
+            bn,
+            saved: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The gradients for `x` and `w` (when `want` says so) and for `affine`,
+    /// from the output gradient `dy`.
+    pub(crate) fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        affine: &Tensor,
+        dy: &Tensor,
+        (want_dx, want_dw): (bool, bool),
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Tensor)> {
         let (conv, stats) = {
             let saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(s) = saved.as_ref() else {
@@ -155,18 +180,16 @@ impl CustomOp3 for ConvBnTrain {
         };
         let dy = dy.contiguous()?;
         let (packed, daffine) = self.bn.grad_sums(&conv, &stats, affine, &dy)?;
-        let (dx, dw) = if x.track_op() || w.track_op() {
-            let (dw, dx) = self.conv_grads(x, w, &conv, &dy, &packed)?;
-            (dx, w.track_op().then_some(dw))
+        let (dx, dw) = if want_dx || want_dw {
+            let (dw, dx) = self.conv_grads(x, w, &conv, &dy, &packed, want_dx)?;
+            (dx, want_dw.then_some(dw))
         } else {
             (None, None)
         };
-        Ok((dx, dw, Some(daffine)))
+        Ok((dx, dw, daffine))
     }
-}
 
-impl ConvBnTrain {
-    /// The kernel gradient, and the input gradient when `x` is tracked, in one
+    /// The kernel gradient, and the input gradient when `want_dx`, in one
     /// pass over the batch: batch norm's input gradient (the convolution's output
     /// gradient) is made chunk by chunk inside it from `conv`, `dy` and
     /// `packed` = `[stats; affine; sums]` and never stored whole. The results
@@ -178,10 +201,10 @@ impl ConvBnTrain {
         conv: &Tensor,
         dy: &Tensor,
         packed: &Tensor,
+        want_dx: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let _t = scope("conv.bwd");
         let plan = &self.plan;
-        let want_dx = x.track_op();
         add_flops("conv.bwd", plan.flops() * if want_dx { 2.0 } else { 1.0 });
         let coef = self
             .bn

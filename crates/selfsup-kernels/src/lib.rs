@@ -45,6 +45,7 @@ mod batch_norm_kernels;
 mod bn_stats;
 mod conv;
 mod conv_bn;
+mod conv_bn_chain;
 mod conv_kernels;
 #[cfg(test)]
 mod conv_tests;
@@ -66,6 +67,7 @@ mod zeros;
 pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_relu};
 pub use conv::{conv2d, conv2d_in, conv2d_with, conv_transpose2d, ConvThreading};
 pub use conv_bn::conv_bn_train;
+pub use conv_bn_chain::{conv_bn_chain_train, BatchStats, ConvBnLayer};
 pub use format::MemoryFormat;
 pub use im2col::{col2im, im2col, ConvGeometry};
 pub use max_pool::max_pool2d;
