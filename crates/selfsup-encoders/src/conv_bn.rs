@@ -1,8 +1,10 @@
 //! The conv + batch-norm (+ ReLU) unit that every backbone here is made of.
 //!
 //! On the CPU all run through `selfsup-kernels` (im2col + gemm convolution, fused
-//! batch norm with the ReLU fused in, each with its own backward); on CUDA and Metal
-//! the kernels fall back to candle's own ops.
+//! batch norm with the ReLU fused in, each with its own backward), channels last
+//! (`(N, H, W, C)`, the kernels' native order; the encoders convert at their input
+//! and output), and in training a run of units is one chained op; on CUDA and Metal
+//! the kernels fall back to candle's own ops, channels first.
 
 use crate::batch_norm::BatchNorm2d;
 use candle_core::{Result, Tensor};

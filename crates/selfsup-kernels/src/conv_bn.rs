@@ -241,7 +241,7 @@ impl ConvBnTrain {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::test_util::{rand, rel_err};
+    use crate::test_util::{assert_same_grads, rand, rel_err};
     use candle_core::Var;
 
     /// The fused op, in both memory formats, against `conv2d` then batch norm:
@@ -296,13 +296,8 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        for (name, v) in [("x", &xv), ("w", &w), ("weight", &wt), ("bias", &b)] {
-            let (Some(a), Some(e)) = (g_fused.get(v), g_apart.get(v)) else {
-                panic!("missing {name} gradient for {case}")
-            };
-            let err = rel_err(a, e).unwrap();
-            assert!(err < 1e-4, "grad {name} {case}: {err}");
-        }
+        let vars = [("x", &xv), ("w", &w), ("weight", &wt), ("bias", &b)];
+        assert_same_grads((&g_fused, &g_apart), &vars, &case);
     }
 
     #[test]

@@ -11,6 +11,16 @@
 //!   output; the kernel and input gradients are kernels of their own, and
 //!   the input gradient is skipped when the input needs none. The gradient
 //!   ops are differentiable again, so second derivatives work.
+//! - [`MemoryFormat`]: activations channels first (`(N, C, H, W)`) or
+//!   channels last (`(N, H, W, C)`). Channels last is the CPU kernels'
+//!   native order: a convolution's patches are contiguous runs of its input,
+//!   its gemm writes the output rows in place, and batch norm works on rows
+//!   of `C` values, with no transposes; [`conv2d_in`] and [`conv_bn_train`]
+//!   take either. The encoders run channels last inside on the CPU.
+//! - [`conv_bn_train`]: convolution, training-mode batch norm and an optional
+//!   ReLU as one op; [`conv_bn_chain_train`]: a chain of them as one op, so
+//!   that the layers' gradients pass from one to the next without candle's
+//!   zero-fill and add of each.
 //! - [`batch_norm_train`] and [`batch_norm_eval`]: batch normalization over
 //!   `(N, C, H, W)` with fused, channel-parallel statistics and backward,
 //!   without the transposes and copies of a composed version.

@@ -1,5 +1,6 @@
 //! Shared helpers of the kernel tests.
-use candle_core::{Device, Result, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Result, Tensor, Var};
 
 /// Deterministic values in [-1, 1) from a 64-bit LCG.
 pub(crate) fn rand(shape: &[usize], seed: u64) -> Result<Tensor> {
@@ -22,4 +23,21 @@ pub(crate) fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
     let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
     let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
     Ok(diff / scale)
+}
+
+/// Asserts that the gradients `a` and `b` of every named variable exist and
+/// agree within 1e-4 relative.
+#[allow(clippy::panic)]
+pub(crate) fn assert_same_grads(
+    (a, b): (&GradStore, &GradStore),
+    vars: &[(&str, &Var)],
+    case: &str,
+) {
+    for (name, v) in vars {
+        let (Some(p), Some(q)) = (a.get(v), b.get(v)) else {
+            panic!("missing {name} gradient for {case}")
+        };
+        let err = rel_err(p, q).unwrap_or(f32::INFINITY);
+        assert!(err < 1e-4, "grad {name} {case}: {err}");
+    }
 }
