@@ -4,7 +4,7 @@
 
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
-use selfsup_kernels::{relu, MemoryFormat};
+use selfsup_kernels::{add_relu, MemoryFormat};
 
 use crate::conv_bn::ConvBn;
 use crate::encoder::{Encoder, Stem};
@@ -133,7 +133,7 @@ impl Residual {
             Some(ds) => ds.forward_t(x, train, format)?,
             None => x.clone(),
         };
-        relu(&(h + shortcut)?)
+        add_relu(&h, &shortcut)
     }
 }
 

@@ -81,6 +81,6 @@ pub use conv_bn_chain::{conv_bn_chain_train, BatchStats, ConvBnLayer};
 pub use format::MemoryFormat;
 pub use im2col::{col2im, im2col, ConvGeometry};
 pub use max_pool::max_pool2d;
-pub use relu::relu;
+pub use relu::{add_relu, relu};
 pub use sgemm::sgemm;
 pub use sync::{batch_norm_world, sync_batch_norm, unsync_batch_norm, StatsReducer, SyncGuard};

@@ -36,6 +36,69 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Relu)
 }
 
+/// `max(0, a + b)` elementwise, as one op: a residual block's sum and ReLU
+/// (He et al. 2016). Apart, the sum is a node of candle's graph of its own,
+/// whose gradient candle adds into a fresh zero tensor; fused, the masked
+/// gradient goes straight to both inputs. The values and the gradient are
+/// those of [`relu`] of `a + b`.
+///
+/// On devices other than the CPU, or for dtypes other than `f32`, this is
+/// candle's `(a + b).relu()`.
+///
+/// # Shapes
+///
+/// - `a`, `b`: the same shape, any strides.
+/// - returns: that shape, contiguous.
+///
+/// # Errors
+///
+/// Fails when the shapes differ.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        bail!("add_relu: shapes {:?} and {:?} differ", a.dims(), b.dims())
+    }
+    if !a.device().is_cpu() || a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+        return (a + b)?.relu();
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+/// `max(0, a + b)` on contiguous `(a, b)`.
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "selfsup-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let _t = profile::scope("relu.fwd");
+        let (a, b) = (
+            contiguous_data(s1, l1, "add_relu")?,
+            contiguous_data(s2, l2, "add_relu")?,
+        );
+        let y = zip_map(a, b, |u, v| (u + v).max(0.0));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = y.detach().apply_op2(&dy.contiguous()?, ReluMask)?;
+        Ok((a.track_op().then(|| g.clone()), b.track_op().then_some(g)))
+    }
+}
+
 /// `out[i] = f(a[i], b[i])` for equally long `a` and `b`, in parallel chunks.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = zeros(a.len());
@@ -158,6 +221,37 @@ mod tests {
             let want = if v == 0.0 { 0.0 } else { e };
             assert_eq!(a.to_bits(), want.to_bits(), "x = {v}");
         }
+        Ok(())
+    }
+
+    /// `add_relu` gives `relu(a + b)`'s bits and gradients (for both inputs),
+    /// and none for an untracked input; mismatched shapes are an error.
+    #[test]
+    fn add_relu_is_relu_of_the_sum() -> Result<()> {
+        let shape = [3, 4, 5, 7];
+        let a = Var::from_tensor(&with_zeros(&shape, 1)?)?;
+        let b = Var::from_tensor(&rand(&shape, 2)?)?;
+        let r = rand(&shape, 3)?;
+        let fused = add_relu(&a, &b)?;
+        let apart = relu(&(a.as_tensor() + b.as_tensor())?)?;
+        let bits = |t: &Tensor| values(t).into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&apart));
+        let (gf, ga) = (
+            (&fused * &r)?.sum_all()?.backward()?,
+            (&apart * &r)?.sum_all()?.backward()?,
+        );
+        for v in [&a, &b] {
+            let (Some(f), Some(e)) = (gf.get(v), ga.get(v)) else {
+                panic!("missing gradient")
+            };
+            assert_eq!(bits(f), bits(e));
+        }
+        let g = add_relu(&a, &b.as_tensor().detach())?
+            .sum_all()?
+            .backward()?;
+        assert!(g.get(&a).is_some() && g.get(&b).is_none());
+        let err = add_relu(&a, &rand(&[3, 4, 5, 6], 4)?).unwrap_err();
+        assert!(err.to_string().contains("differ"), "{err}");
         Ok(())
     }
 
