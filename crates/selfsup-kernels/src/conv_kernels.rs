@@ -25,6 +25,7 @@ use crate::patches::{
 };
 use crate::profile::scope;
 use crate::sgemm::{gemm, Mat, Threads};
+use crate::winograd::{self, Tiles};
 use crate::zeros::zeros;
 
 /// How a convolution is split into work: the geometry, the output channel
@@ -39,10 +40,14 @@ pub(crate) struct Plan {
     pub(crate) batch_parallel: bool,
     /// The memory format of the input, the output and their gradients.
     pub(crate) format: MemoryFormat,
+    /// Whether the convolution runs as Winograd's F(2x2, 3x3) (see
+    /// [`crate::winograd`]) instead of im2col.
+    pub(crate) winograd: bool,
 }
 
 impl Plan {
-    /// Chunks of at least `min_cols` output pixels (whole samples).
+    /// Chunks of at least `min_cols` gemm rows (whole samples): output
+    /// pixels for im2col, 2x2 output tiles for Winograd.
     pub(crate) fn new(
         g: ConvGeometry,
         o: usize,
@@ -50,17 +55,36 @@ impl Plan {
         batch_parallel: bool,
         format: MemoryFormat,
     ) -> Self {
-        let per_chunk = min_cols.div_ceil(g.out_plane().max(1)).clamp(1, g.n.max(1));
+        let winograd = winograd::applies(&g, format);
+        let rows = if winograd {
+            Tiles::of(&g).per_sample()
+        } else {
+            g.out_plane()
+        };
+        let per_chunk = min_cols.div_ceil(rows.max(1)).clamp(1, g.n.max(1));
         Self {
             g,
             o,
             per_chunk,
             batch_parallel,
             format,
+            winograd,
         }
     }
 
-    fn threads(&self) -> Threads {
+    /// The kernel `(O, C, kh, kw)` as the chunks' products take it, for the
+    /// forward or the input gradient: pixel-major for im2col, transformed
+    /// for Winograd.
+    fn prepare_kernel(&self, w: &[f32], for_input_grad: bool) -> Vec<f32> {
+        let (c, o) = (self.g.c, self.o);
+        match (self.winograd, for_input_grad) {
+            (false, _) => to_pixel_major(w, &self.g),
+            (true, false) => winograd::kernel_transform(w, c, o),
+            (true, true) => winograd::kernel_transform_transposed(w, c, o),
+        }
+    }
+
+    pub(crate) fn threads(&self) -> Threads {
         if self.batch_parallel {
             Threads::One
         } else {
@@ -91,9 +115,12 @@ impl Plan {
 /// Scratch space reused across the chunks of one task.
 #[derive(Default)]
 struct Buffers {
+    /// im2col rows, or Winograd's transformed input tiles.
     cols: Vec<f32>,
     grad: Vec<f32>,
     padded: Vec<f32>,
+    /// Winograd's transformed output (or output-gradient) tiles.
+    tiles: Vec<f32>,
 }
 
 thread_local! {
@@ -112,7 +139,7 @@ fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
 }
 
 /// The first `len` values of `v`, grown as needed (contents unspecified).
-fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(crate) fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if v.len() < len {
         v.resize(len, 0.0);
     }
@@ -166,18 +193,11 @@ fn grad_block<'a>(
     buf: &'a mut Vec<f32>,
     format: MemoryFormat,
 ) -> Result<Mat<'a>> {
-    let span = n0 * o * p..(n0 + b) * o * p;
     if format == MemoryFormat::Nhwc {
-        let rows = match src {
-            GradSource::Plain(gy) => &gy[span],
-            GradSource::BatchNorm { conv, dy, coef } => {
-                let dst = sized(buf, b * p * o);
-                coef.rows(dst, &conv[span.clone()], &dy[span]);
-                dst
-            }
-        };
+        let rows = grad_rows(src, (o, p), n0, b, buf);
         return Ok(Mat::rows(rows, b * p, o)?.t());
     }
+    let span = n0 * o * p..(n0 + b) * o * p;
     if let GradSource::Plain(gy) = src {
         if b == 1 {
             return Mat::rows(&gy[span], o, p);
@@ -199,6 +219,26 @@ fn grad_block<'a>(
     Mat::rows(dst, o, ld)
 }
 
+/// Samples `n0 .. n0 + b` of a channels-last output gradient, `(b * P, O)`
+/// rows: in place for a plain gradient, else built in `buf`.
+fn grad_rows<'a>(
+    src: GradSource<'a>,
+    (o, p): (usize, usize),
+    n0: usize,
+    b: usize,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let span = n0 * o * p..(n0 + b) * o * p;
+    match src {
+        GradSource::Plain(gy) => &gy[span],
+        GradSource::BatchNorm { conv, dy, coef } => {
+            let dst = sized(buf, b * p * o);
+            coef.rows(dst, &conv[span.clone()], &dy[span]);
+            dst
+        }
+    }
+}
+
 /// `y = conv(x, w)`, `(N, O, Ho, Wo)` or `(N, Ho, Wo, O)` by the plan's
 /// format, `w` contiguous `(O, C, kh, kw)`.
 pub(crate) fn forward(x: &Image<'_>, w: &[f32], plan: &Plan) -> Result<Vec<f32>> {
@@ -215,11 +255,20 @@ pub(crate) fn forward_with_moments(
 ) -> Result<(Vec<f32>, Vec<Moments>)> {
     let (g, o) = (&plan.g, plan.o);
     let (k, p) = (g.patch_len(), g.out_plane());
-    let wp = to_pixel_major(w, g);
-    let wm = Mat::rows(&wp, o, k)?;
+    let wk = plan.prepare_kernel(w, false);
     let mut y = zeros(g.n * o * p);
     let parts = plan.run(&mut y, plan.per_chunk * o * p, |bufs, (ci, y)| {
         let (n0, b) = (ci * plan.per_chunk, y.len() / (o * p));
+        if plan.winograd {
+            let scratch = (&mut bufs.cols, &mut bufs.tiles, &mut bufs.padded);
+            winograd::forward_chunk(x, &wk, plan, (n0, b), scratch, y)?;
+            if !moments {
+                return Ok(Vec::new());
+            }
+            let _t = scope("conv.fwd.moments");
+            return Ok(Moments::of_columns(y, o));
+        }
+        let wm = Mat::rows(&wk, o, k)?;
         let cols = {
             let _t = scope("conv.fwd.im2col");
             gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
@@ -269,12 +318,22 @@ pub(crate) fn forward_with_moments(
 pub(crate) fn grad_x(w: &[f32], gy: &[f32], plan: &Plan) -> Result<Vec<f32>> {
     let (g, o) = (&plan.g, plan.o);
     let (k, p, len) = (g.patch_len(), g.out_plane(), g.in_sample());
-    let wp = to_pixel_major(w, g);
-    let wm = Mat::rows(&wp, o, k)?;
+    let wk = plan.prepare_kernel(w, true);
     let mut dx = zeros(g.n * len);
     plan.run(&mut dx, plan.per_chunk * len, |bufs, (ci, dx)| {
         let (n0, b) = (ci * plan.per_chunk, dx.len() / len);
-        let Buffers { cols, grad, padded } = bufs;
+        let Buffers {
+            cols,
+            grad,
+            padded,
+            tiles,
+        } = bufs;
+        if plan.winograd {
+            let rows = grad_rows(GradSource::Plain(gy), (o, p), n0, b, grad);
+            let scratch = (cols, tiles, padded);
+            return winograd::backward_chunk(rows, plan, (n0, b), None, Some((&wk, dx)), scratch);
+        }
+        let wm = Mat::rows(&wk, o, k)?;
         let gm = {
             let _t = scope("conv.bwd.x.gather");
             grad_block(GradSource::Plain(gy), (o, p), n0, b, grad, plan.format)?
@@ -342,20 +401,46 @@ pub(crate) fn grad_w_x(
         chunks.min(1)
     };
     let per_group = chunks.div_ceil(groups.max(1));
-    let wp = w.map(|w| to_pixel_major(w, g));
-    let wm = wp.as_deref().map(|wp| Mat::rows(wp, o, k)).transpose()?;
-    let mut dx = zeros(if wm.is_some() { g.n * len } else { 0 });
+    let wk = w.map(|w| plan.prepare_kernel(w, true));
+    let wm = match &wk {
+        Some(wk) if !plan.winograd => Some(Mat::rows(wk, o, k)?),
+        _ => None,
+    };
+    let acc_len = if plan.winograd {
+        winograd::kernel_transform_len(g.c, o)
+    } else {
+        o * k
+    };
+    let mut dx = zeros(if wk.is_some() { g.n * len } else { 0 });
     // Group `gi`'s samples of dx (empty when dx is not wanted).
     let group_len = per_group * plan.per_chunk * len;
     let mut dx_parts: Vec<&mut [f32]> = dx.chunks_mut(group_len.max(1)).collect();
     dx_parts.resize_with(groups, Default::default);
     let part = |(gi, dx): (usize, &mut [f32])| -> Result<Vec<f32>> {
-        with_buffers(|Buffers { cols, grad, padded }| {
-            let mut acc = vec![0f32; o * k];
+        with_buffers(|bufs| {
+            let Buffers {
+                cols,
+                grad,
+                padded,
+                tiles,
+            } = bufs;
+            let mut acc = vec![0f32; acc_len];
             let first = gi * per_group;
             for (i, ci) in (first..chunks.min(first + per_group)).enumerate() {
                 let n0 = ci * plan.per_chunk;
                 let b = plan.per_chunk.min(g.n - n0);
+                let at = (n0 - first * plan.per_chunk) * len;
+                if plan.winograd {
+                    let rows = {
+                        let _t = scope("conv.bwd.w.gather");
+                        grad_rows(src, (o, p), n0, b, grad)
+                    };
+                    let input = wk.as_deref().map(|u| (u, &mut dx[at..at + b * len]));
+                    let kernel = Some((x, &mut acc[..], i > 0));
+                    let scratch = (&mut *cols, &mut *tiles, &mut *padded);
+                    winograd::backward_chunk(rows, plan, (n0, b), kernel, input, scratch)?;
+                    continue;
+                }
                 let gm = {
                     let _t = scope("conv.bwd.w.gather");
                     grad_block(src, (o, p), n0, b, grad, plan.format)?
@@ -375,7 +460,6 @@ pub(crate) fn grad_w_x(
                     }
                 }
                 if let Some(wm) = wm {
-                    let at = (n0 - first * plan.per_chunk) * len;
                     chunk_grad_x(gm, wm, plan, (cols, padded), &mut dx[at..at + b * len])?;
                 }
             }
@@ -391,7 +475,7 @@ pub(crate) fn grad_w_x(
     };
     let _t = scope("conv.bwd.w.reduce");
     let Some(mut total) = parts.first_mut().map(std::mem::take) else {
-        return Ok((vec![0f32; o * k], wm.map(|_| dx)));
+        return Ok((vec![0f32; o * k], wk.map(|_| dx)));
     };
     const BLOCK: usize = 4096;
     total.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, t)| {
@@ -401,8 +485,9 @@ pub(crate) fn grad_w_x(
         }
     });
     let dw = match plan.format {
+        _ if plan.winograd => winograd::kernel_transform_adjoint(&total, g.c, o),
         MemoryFormat::Nchw => from_pixel_major(&total, g),
         MemoryFormat::Nhwc => from_pixel_major_columns(&total, g, o),
     };
-    Ok((dw, wm.map(|_| dx)))
+    Ok((dw, wk.map(|_| dx)))
 }

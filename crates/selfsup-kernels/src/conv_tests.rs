@@ -154,6 +154,22 @@ fn chunks_of_several_samples_and_a_partial_last_chunk() -> Result<()> {
 }
 
 #[test]
+fn winograd_matches_candle() -> Result<()> {
+    // 3x3 stride-1 kernels with at least 16 input channels run channels
+    // last as F(2x2, 3x3): odd and even output sizes (partial edge tiles),
+    // every padding, batch 1, channel counts that are not multiples of 8,
+    // outputs smaller than one tile, chunks of several samples.
+    for padding in [0, 1, 2] {
+        check([2, 17, 9, 7], [5, 17, 3, 3], 1, padding, padding == 1)?;
+    }
+    check([1, 16, 6, 8], [19, 16, 3, 3], 1, 1, true)?;
+    check([3, 20, 3, 3], [7, 20, 3, 3], 1, 0, true)?;
+    check([3, 20, 1, 2], [7, 20, 3, 3], 1, 1, true)?;
+    check([70, 16, 4, 4], [9, 16, 3, 3], 1, 1, true)?;
+    check([2, 33, 10, 11], [40, 33, 3, 3], 1, 1, true)
+}
+
+#[test]
 fn candle_conv_backward_fails_on_mixed_output_padding() -> Result<()> {
     // Documents the candle 0.11 bug that `check(.., false)` works around.
     let x = Var::from_tensor(&rand(&[2, 3, 10, 7], 1)?)?;

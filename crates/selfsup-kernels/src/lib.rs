@@ -72,6 +72,7 @@ mod sgemm;
 mod sync;
 #[cfg(test)]
 mod test_util;
+mod winograd;
 mod zeros;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, batch_norm_train_relu};

@@ -89,6 +89,17 @@ impl Padded {
         }
     }
 
+    /// A padded copy of `hp` by `wp` pixels (at least the input plus its
+    /// padding; the pixels past it are zeros too).
+    pub(crate) fn sized(hp: usize, wp: usize) -> Self {
+        Self { hp, wp }
+    }
+
+    /// Pixels per row.
+    pub(crate) fn wp(&self) -> usize {
+        self.wp
+    }
+
     /// Values per sample.
     pub(crate) fn len(&self, g: &ConvGeometry) -> usize {
         self.hp * self.wp * g.c
