@@ -311,6 +311,11 @@ mod tests {
         // 19 chunks of up to 11 samples in 8 groups of 3 chunks: the last group
         // partial, one empty.
         check([200, 2, 5, 5], 3, 3, 1, 1, true);
+        // Winograd F(2x2, 3x3) channels last (3x3, stride 1, >= 16 channels):
+        // partial edge tiles, and 300 one-tile samples in two chunks.
+        check([3, 17, 7, 5], 11, 3, 1, 1, true);
+        check([2, 16, 6, 6], 20, 3, 1, 0, false);
+        check([300, 16, 2, 2], 5, 3, 1, 1, true);
     }
 
     #[test]

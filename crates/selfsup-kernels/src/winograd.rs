@@ -165,7 +165,14 @@ fn output_1d_adjoint([o0, o1, o2, o3]: [&mut [f32]; 4], [a0, a1]: [&[f32]; 2]) {
 /// `G g Gᵀ` of one 3x3 kernel `g`, row-major: `G` has rows `(1, 0, 0)`,
 /// `(½, ½, ½)`, `(½, −½, ½)` and `(0, 0, 1)`.
 fn kernel_tile(g: &[f32]) -> [f32; 16] {
-    let g1 = |g: [f32; 3]| [g[0], (g[0] + g[1] + g[2]) / 2.0, (g[0] - g[1] + g[2]) / 2.0, g[2]];
+    let g1 = |g: [f32; 3]| {
+        [
+            g[0],
+            (g[0] + g[1] + g[2]) / 2.0,
+            (g[0] - g[1] + g[2]) / 2.0,
+            g[2],
+        ]
+    };
     let rows: [[f32; 4]; 3] = std::array::from_fn(|i| g1([g[3 * i], g[3 * i + 1], g[3 * i + 2]]));
     let cols: [[f32; 4]; 4] = std::array::from_fn(|j| g1([rows[0][j], rows[1][j], rows[2][j]]));
     std::array::from_fn(|xi| cols[xi % 4][xi / 4])
@@ -178,12 +185,16 @@ fn kernel_tile(g: &[f32]) -> [f32; 16] {
 pub(crate) fn kernel_transform(w: &[f32], c: usize, o: usize) -> Vec<f32> {
     let mut u = vec![0f32; kernel_transform_len(c, o)];
     if o > 0 {
-        u.par_chunks_mut(POSITIONS * o).enumerate().for_each(|(ci, u)| {
-            for oi in 0..o {
-                let tile = kernel_tile(&w[(oi * c + ci) * 9..][..9]);
-                tile.iter().enumerate().for_each(|(xi, &v)| u[xi * o + oi] = v);
-            }
-        });
+        u.par_chunks_mut(POSITIONS * o)
+            .enumerate()
+            .for_each(|(ci, u)| {
+                for oi in 0..o {
+                    let tile = kernel_tile(&w[(oi * c + ci) * 9..][..9]);
+                    tile.iter()
+                        .enumerate()
+                        .for_each(|(xi, &v)| u[xi * o + oi] = v);
+                }
+            });
     }
     u
 }
@@ -195,12 +206,16 @@ pub(crate) fn kernel_transform(w: &[f32], c: usize, o: usize) -> Vec<f32> {
 pub(crate) fn kernel_transform_transposed(w: &[f32], c: usize, o: usize) -> Vec<f32> {
     let mut u = vec![0f32; kernel_transform_len(c, o)];
     if c > 0 {
-        u.par_chunks_mut(POSITIONS * c).enumerate().for_each(|(oi, u)| {
-            for ci in 0..c {
-                let tile = kernel_tile(&w[(oi * c + ci) * 9..][..9]);
-                tile.iter().enumerate().for_each(|(xi, &v)| u[xi * c + ci] = v);
-            }
-        });
+        u.par_chunks_mut(POSITIONS * c)
+            .enumerate()
+            .for_each(|(oi, u)| {
+                for ci in 0..c {
+                    let tile = kernel_tile(&w[(oi * c + ci) * 9..][..9]);
+                    tile.iter()
+                        .enumerate()
+                        .for_each(|(xi, &v)| u[xi * c + ci] = v);
+                }
+            });
     }
     u
 }
@@ -221,16 +236,19 @@ pub(crate) fn kernel_transform_adjoint(du: &[f32], c: usize, o: usize) -> Vec<f3
     if c == 0 {
         return dw;
     }
-    dw.par_chunks_mut(c * 9).enumerate().for_each(|(oi, kernel)| {
-        for (ci, g) in kernel.chunks_exact_mut(9).enumerate() {
-            let at = |i: usize, j: usize| du[(ci * POSITIONS + 4 * i + j) * o + oi];
-            let cols: [[f32; 3]; 4] = std::array::from_fn(|j| g1t(std::array::from_fn(|i| at(i, j))));
-            for i in 0..3 {
-                let row = g1t(std::array::from_fn(|j| cols[j][i]));
-                g[3 * i..3 * i + 3].copy_from_slice(&row);
+    dw.par_chunks_mut(c * 9)
+        .enumerate()
+        .for_each(|(oi, kernel)| {
+            for (ci, g) in kernel.chunks_exact_mut(9).enumerate() {
+                let at = |i: usize, j: usize| du[(ci * POSITIONS + 4 * i + j) * o + oi];
+                let cols: [[f32; 3]; 4] =
+                    std::array::from_fn(|j| g1t(std::array::from_fn(|i| at(i, j))));
+                for i in 0..3 {
+                    let row = g1t(std::array::from_fn(|j| cols[j][i]));
+                    g[3 * i..3 * i + 3].copy_from_slice(&row);
+                }
             }
-        }
-    });
+        });
     dw
 }
 
@@ -248,7 +266,11 @@ pub(crate) fn transform_input(
     let scratch = sized(padded, pd.len(g));
     let mut rows = vec![0f32; POSITIONS * c];
     let tile_len = POSITIONS * c;
-    for (s, out) in v.chunks_exact_mut(tiles.per_sample() * tile_len).take(b).enumerate() {
+    for (s, out) in v
+        .chunks_exact_mut(tiles.per_sample() * tile_len)
+        .take(b)
+        .enumerate()
+    {
         pad_sample(x, n0 + s, g, &pd, scratch);
         for (t, ty, tx) in tiles.iter() {
             let d: [&[f32]; 4] =
@@ -276,7 +298,10 @@ fn transform_input_adjoint(dv: &[f32], g: &ConvGeometry, padded: &mut Vec<f32>, 
         scratch.fill(0.0);
         for (t, ty, tx) in tiles.iter() {
             rows.fill(0.0);
-            input_1d_adjoint_add(quarters_mut(&mut rows), quarters(&dv[t * tile_len..][..tile_len]));
+            input_1d_adjoint_add(
+                quarters_mut(&mut rows),
+                quarters(&dv[t * tile_len..][..tile_len]),
+            );
             for (i, r) in rows.chunks_exact(4 * c).enumerate() {
                 let at = ((2 * ty + i) * pd.wp() + 2 * tx) * c;
                 input_1d_adjoint_add(quarters_mut(&mut scratch[at..at + 4 * c]), quarters(r));
@@ -333,7 +358,11 @@ fn transform_output_adjoint(dy: &[f32], g: &ConvGeometry, o: usize, gamma: &mut 
                 [&dy[at(0)..][..2 * o], &dy[at(1)..][..2 * o]]
             } else {
                 for (i, line) in pixels.chunks_exact_mut(2 * o).enumerate() {
-                    let cols = if oy + i < g.ho { g.wo.min(ox + 2) - ox } else { 0 };
+                    let cols = if oy + i < g.ho {
+                        g.wo.min(ox + 2) - ox
+                    } else {
+                        0
+                    };
                     line[..cols * o].copy_from_slice(&dy[at(i).min(dy.len())..][..cols * o]);
                     line[cols * o..].fill(0.0);
                 }
@@ -356,6 +385,31 @@ fn position(v: &[f32], xi: usize, rows: usize, width: usize) -> Result<Mat<'_>> 
     Mat::new(&v[xi * width..], (rows, width), (POSITIONS * width, 1))
 }
 
+/// The 16 products `dst[ξ] (+)= a(ξ) @ b(ξ)`, `dst` a `(rows, 16, width)`
+/// array (added to with `accumulate`, else overwritten).
+fn products<'a>(
+    (dst, width): (&mut [f32], usize),
+    (a, b): (
+        impl Fn(usize) -> Result<Mat<'a>>,
+        impl Fn(usize) -> Result<Mat<'a>>,
+    ),
+    accumulate: bool,
+    plan: &Plan,
+) -> Result<()> {
+    for xi in 0..POSITIONS {
+        let dst = &mut dst[xi * width..];
+        gemm(
+            dst,
+            POSITIONS * width,
+            a(xi)?,
+            b(xi)?,
+            accumulate,
+            plan.threads(),
+        )?;
+    }
+    Ok(())
+}
+
 /// The chunk of samples `n0 .. n0 + b` of the forward: `y` `(b * Ho * Wo, O)`
 /// from `x` and the transformed kernel `u`, with the scratch `v` and `m`.
 pub(crate) fn forward_chunk(
@@ -376,11 +430,8 @@ pub(crate) fn forward_chunk(
     let m = sized(m, t * POSITIONS * o);
     {
         let _t = scope("conv.fwd.gemm");
-        for xi in 0..POSITIONS {
-            let uxi = position(u, xi, g.c, o)?;
-            let dst = &mut m[xi * o..];
-            gemm(dst, POSITIONS * o, position(v, xi, t, g.c)?, uxi, false, plan.threads())?;
-        }
+        let (vx, ux) = (|xi| position(v, xi, t, g.c), |xi| position(u, xi, g.c, o));
+        products((m, o), (vx, ux), false, plan)?;
     }
     let _t = scope("conv.fwd.winograd.out");
     transform_output(m, g, o, y);
@@ -415,18 +466,15 @@ pub(crate) fn backward_chunk(
             transform_input(x, g, (n0, b), padded, v);
         }
         let _t = scope("conv.bwd.w.gemm");
-        for xi in 0..POSITIONS {
-            let (vx, gx) = (position(v, xi, t, c)?, position(gamma, xi, t, o)?);
-            gemm(&mut du[xi * o..], POSITIONS * o, vx.t(), gx, accumulate, plan.threads())?;
-        }
+        let vx = |xi| Ok(position(v, xi, t, c)?.t());
+        let gx = |xi| position(gamma, xi, t, o);
+        products((du, o), (vx, gx), accumulate, plan)?;
     }
     if let Some((u, dx)) = input {
         {
             let _t = scope("conv.bwd.x.gemm");
-            for xi in 0..POSITIONS {
-                let (gx, ux) = (position(gamma, xi, t, o)?, position(u, xi, o, c)?);
-                gemm(&mut v[xi * c..], POSITIONS * c, gx, ux, false, plan.threads())?;
-            }
+            let (gx, ux) = (|xi| position(gamma, xi, t, o), |xi| position(u, xi, o, c));
+            products((v, c), (gx, ux), false, plan)?;
         }
         let _t = scope("conv.bwd.x.winograd.in");
         transform_input_adjoint(v, g, padded, dx);
