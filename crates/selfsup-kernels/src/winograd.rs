@@ -110,7 +110,11 @@ fn halves_mut(v: &mut [f32]) -> [&mut [f32]; 2] {
     [a, &mut b[..q]]
 }
 
+// The 1-D transforms are never inlined: inlined into the tile loops, one of
+// them lost its slices' no-alias guarantees and stayed a scalar loop.
+
 /// `o = Bᵀ a` on runs: `o0 = a0 − a2, o1 = a1 + a2, o2 = a2 − a1, o3 = a1 − a3`.
+#[inline(never)]
 fn input_1d([o0, o1, o2, o3]: [&mut [f32]; 4], a: [&[f32]; 4]) {
     let n = o0.len();
     let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
@@ -125,6 +129,7 @@ fn input_1d([o0, o1, o2, o3]: [&mut [f32]; 4], a: [&[f32]; 4]) {
 
 /// `o += B a` on runs, the adjoint of [`input_1d`]:
 /// `o0 += a0, o1 += a1 − a2 + a3, o2 += a1 + a2 − a0, o3 −= a3`.
+#[inline(never)]
 fn input_1d_adjoint_add([o0, o1, o2, o3]: [&mut [f32]; 4], a: [&[f32]; 4]) {
     let n = o0.len();
     let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
@@ -138,6 +143,7 @@ fn input_1d_adjoint_add([o0, o1, o2, o3]: [&mut [f32]; 4], a: [&[f32]; 4]) {
 }
 
 /// `o = Aᵀ a` on runs: `o0 = a0 + a1 + a2, o1 = a1 − a2 − a3`.
+#[inline(never)]
 fn output_1d([o0, o1]: [&mut [f32]; 2], a: [&[f32]; 4]) {
     let n = o0.len();
     let o1 = &mut o1[..n];
@@ -150,6 +156,7 @@ fn output_1d([o0, o1]: [&mut [f32]; 2], a: [&[f32]; 4]) {
 
 /// `o = A a` on runs, the adjoint of [`output_1d`]:
 /// `o0 = a0, o1 = a0 + a1, o2 = a0 − a1, o3 = −a1`.
+#[inline(never)]
 fn output_1d_adjoint([o0, o1, o2, o3]: [&mut [f32]; 4], [a0, a1]: [&[f32]; 2]) {
     let n = o0.len();
     let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
