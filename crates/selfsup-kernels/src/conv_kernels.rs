@@ -20,8 +20,8 @@ use crate::bn_stats::Moments;
 use crate::format::MemoryFormat;
 use crate::geometry::ConvGeometry;
 use crate::patches::{
-    cols_from_padded, from_pixel_major, from_pixel_major_columns, pad_sample, padded_from_cols,
-    to_pixel_major, unpad_sample, Image, Padded,
+    cols_from_padded, from_pixel_major, from_pixel_major_columns, image_from_cols, pad_sample,
+    padded_from_cols, to_pixel_major, unpad_sample, Image, Padded,
 };
 use crate::profile::scope;
 use crate::sgemm::{gemm, Mat, Threads};
@@ -366,6 +366,11 @@ fn chunk_grad_x(
         return Ok(());
     }
     for (img, rows) in dx.chunks_exact_mut(len).zip(gcols.chunks_exact(p * k)) {
+        if plan.format == MemoryFormat::Nhwc {
+            // `dx` is zeros, channels last and contiguous: add in place.
+            image_from_cols(rows, g, img);
+            continue;
+        }
         scratch.fill(0.0);
         padded_from_cols(rows, g, &pd, scratch);
         unpad_sample(scratch, g, &pd, img, plan.format);

@@ -77,7 +77,7 @@ fn check(
         refs.push(loss(&candle)?);
     }
     let nhwc = MemoryFormat::Nhwc;
-    let variants: [(&str, &dyn Fn() -> Result<Tensor>); 3] = [
+    let variants: [(&str, &dyn Fn() -> Result<Tensor>); 4] = [
         ("batch", &|| {
             conv2d_with(&x, &w, stride, padding, ConvThreading::Batch)
         }),
@@ -86,6 +86,13 @@ fn check(
         }),
         ("nhwc", &|| {
             let y = conv2d_in(&nhwc.from_nchw(&x)?, &w, stride, padding, nhwc)?;
+            nhwc.to_nchw(&y)
+        }),
+        ("nhwc, rows not contiguous", &|| {
+            // One more column, then narrowed away: the padded-copy path.
+            let wide = nhwc.from_nchw(&x.pad_with_zeros(3, 0, 1)?)?;
+            let view = wide.narrow(2, 0, x_shape[3])?;
+            let y = conv2d_in(&view, &w, stride, padding, nhwc)?;
             nhwc.to_nchw(&y)
         }),
     ];
@@ -411,6 +418,48 @@ fn a_samples_output_does_not_depend_on_its_batch() -> Result<()> {
         let half = conv2d(&x.narrow(0, 8, 8)?, &w, s, 1)?;
         let diff = (whole - half)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff == 0.0, "{c}->{o} {hw}x{hw} s{s}: {diff}");
+    }
+    Ok(())
+}
+
+/// F(2x2, 3x3) at resnet18-cifar's stride-1 shapes (a smaller batch): the
+/// forward and both gradients within 1e-5 of the direct convolution, both
+/// at their largest and on average (the `rel_err` bound of the other tests
+/// is relative to the largest value only).
+#[test]
+fn winograd_error_at_resnet_shapes() -> Result<()> {
+    let mean_rel = |p: &Tensor, q: &Tensor| -> Result<f32> {
+        let d = (p - q)?.abs()?.mean_all()?.to_scalar::<f32>()?;
+        Ok(d / q.abs()?.mean_all()?.to_scalar::<f32>()?)
+    };
+    for (n, c, h) in [(8, 64, 32), (8, 128, 16), (16, 256, 8), (32, 512, 4)] {
+        let x = Var::from_tensor(&rand(&[n, c, h, h], 1)?)?;
+        let w = Var::from_tensor(&(rand(&[c, c, 3, 3], 2)? * 0.05)?)?;
+        let nhwc = MemoryFormat::Nhwc;
+        let ours = nhwc.to_nchw(&conv2d_in(&nhwc.from_nchw(&x)?, &w, 1, 1, nhwc)?)?;
+        let direct = conv2d(&x, &w, 1, 1)?;
+        let r = rand(direct.dims(), 3)?;
+        let g_ours = (&ours * &r)?.sum_all()?.backward()?;
+        let g_direct = (&direct * &r)?.sum_all()?.backward()?;
+        let (Some(dx), Some(dx_ref), Some(dw), Some(dw_ref)) = (
+            g_ours.get(&x),
+            g_direct.get(&x),
+            g_ours.get(&w),
+            g_direct.get(&w),
+        ) else {
+            bail!("missing gradients")
+        };
+        for (name, a, b) in [
+            ("y", &ours, &direct),
+            ("dx", dx, dx_ref),
+            ("dw", dw, dw_ref),
+        ] {
+            let (max, mean) = (rel_err(a, b)?, mean_rel(a, b)?);
+            assert!(
+                max < 1e-5 && mean < 1e-5,
+                "{name} c {c} h {h}: {max} {mean}"
+            );
+        }
     }
     Ok(())
 }

@@ -74,6 +74,41 @@ impl<'a> Image<'a> {
     }
 }
 
+/// The taps `lo .. hi` of a kernel row that fall inside an image of `len`
+/// pixels when the row's first tap is at `first` (negative in the padding).
+fn taps_inside(first: isize, kw: usize, len: usize) -> (usize, usize) {
+    let lo = (-first).clamp(0, kw as isize) as usize;
+    let hi = (len as isize - first).clamp(lo as isize, kw as isize) as usize;
+    (lo, hi)
+}
+
+/// Adds the im2col rows `cols` of one sample into its `(H, W, C)` image
+/// gradient `img` (the taps in the padding dropped): the same as
+/// [`padded_from_cols`] then [`unpad_sample`] onto a zeroed `img`, without
+/// the padded copy.
+pub(crate) fn image_from_cols(cols: &[f32], g: &ConvGeometry, img: &mut [f32]) {
+    let (c, run, (s, p)) = (g.c, g.kw * g.c, (g.stride, g.padding as isize));
+    if run == 0 || g.wo == 0 {
+        return;
+    }
+    for (pix, row) in cols.chunks_exact(g.kh * run).enumerate() {
+        let (oh, ow) = (pix / g.wo, pix % g.wo);
+        let x0 = (ow * s) as isize - p;
+        let (lo, hi) = taps_inside(x0, g.kw, g.w);
+        for (i, src) in row.chunks_exact(run).enumerate() {
+            let y = (oh * s + i) as isize - p;
+            if y < 0 || y >= g.h as isize || lo == hi {
+                continue;
+            }
+            let to = (y as usize * g.w + (x0 + lo as isize) as usize) * c;
+            let dst = &mut img[to..to + (hi - lo) * c];
+            dst.iter_mut()
+                .zip(&src[lo * c..hi * c])
+                .for_each(|(d, v)| *d += v);
+        }
+    }
+}
+
 /// The padded, pixel-major `(Hp, Wp, C)` copy of one sample.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Padded {
