@@ -262,56 +262,64 @@ pub(crate) fn forward_with_moments(
         if plan.winograd {
             let scratch = (&mut bufs.cols, &mut bufs.tiles, &mut bufs.padded);
             winograd::forward_chunk(x, &wk, plan, (n0, b), scratch, y)?;
-            if !moments {
-                return Ok(Vec::new());
-            }
-            let _t = scope("conv.fwd.moments");
-            return Ok(Moments::of_columns(y, o));
-        }
-        let wm = Mat::rows(&wk, o, k)?;
-        let cols = {
-            let _t = scope("conv.fwd.im2col");
-            gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
-        };
-        let ld = b * p;
-        if plan.format == MemoryFormat::Nhwc {
-            // The chunk's output rows (b * P, O) = cols (b * P, K) @ wᵀ (K, O).
-            {
-                let _t = scope("conv.fwd.gemm");
-                gemm(y, o, cols, wm.t(), false, plan.threads())?;
-            }
-            if !moments {
-                return Ok(Vec::new());
-            }
-            let _t = scope("conv.fwd.moments");
-            return Ok(Moments::of_columns(y, o));
-        }
-        // The chunk's output as (O, b * P): y itself for one sample.
-        let block: &[f32] = if b == 1 {
-            let _t = scope("conv.fwd.gemm");
-            gemm(y, p, wm, cols.t(), false, plan.threads())?;
-            y
         } else {
-            let tmp = sized(&mut bufs.grad, o * ld);
-            {
-                let _t = scope("conv.fwd.gemm");
-                gemm(tmp, ld, wm, cols.t(), false, plan.threads())?;
+            let wm = Mat::rows(&wk, o, k)?;
+            let cols = {
+                let _t = scope("conv.fwd.im2col");
+                gather_cols(x, g, n0, b, &mut bufs.cols, &mut bufs.padded)?
+            };
+            if plan.format == MemoryFormat::Nchw {
+                return channels_first_chunk(y, (wm, cols), (b, p), &mut bufs.grad, moments, plan);
             }
-            let _t = scope("conv.fwd.scatter");
-            for (s, sample) in y.chunks_exact_mut(o * p).enumerate() {
-                for (oi, plane) in sample.chunks_exact_mut(p).enumerate() {
-                    plane.copy_from_slice(&tmp[oi * ld + s * p..][..p]);
-                }
-            }
-            tmp
-        };
-        if !moments || ld == 0 {
+            // The chunk's output rows (b * P, O) = cols (b * P, K) @ wᵀ (K, O).
+            let _t = scope("conv.fwd.gemm");
+            gemm(y, o, cols, wm.t(), false, plan.threads())?;
+        }
+        if !moments {
             return Ok(Vec::new());
         }
         let _t = scope("conv.fwd.moments");
-        Ok(block.chunks_exact(ld).map(Moments::of).collect())
+        Ok(Moments::of_columns(y, o))
     })?;
     Ok((y, parts.into_iter().flatten().collect()))
+}
+
+/// One chunk of [`forward_with_moments`] channels first: `y` `(b, O, P)`
+/// from the pixel-major kernel `wm` `(O, K)` and the chunk's im2col rows
+/// `cols` `(b * P, K)`, with each channel's [`Moments`] when asked.
+fn channels_first_chunk(
+    y: &mut [f32],
+    (wm, cols): (Mat<'_>, Mat<'_>),
+    (b, p): (usize, usize),
+    scratch: &mut Vec<f32>,
+    moments: bool,
+    plan: &Plan,
+) -> Result<Vec<Moments>> {
+    let (o, ld) = (plan.o, b * p);
+    // The chunk's output as (O, b * P): y itself for one sample.
+    let block: &[f32] = if b == 1 {
+        let _t = scope("conv.fwd.gemm");
+        gemm(y, p, wm, cols.t(), false, plan.threads())?;
+        y
+    } else {
+        let tmp = sized(scratch, o * ld);
+        {
+            let _t = scope("conv.fwd.gemm");
+            gemm(tmp, ld, wm, cols.t(), false, plan.threads())?;
+        }
+        let _t = scope("conv.fwd.scatter");
+        for (s, sample) in y.chunks_exact_mut(o * p).enumerate() {
+            for (oi, plane) in sample.chunks_exact_mut(p).enumerate() {
+                plane.copy_from_slice(&tmp[oi * ld + s * p..][..p]);
+            }
+        }
+        tmp
+    };
+    if !moments || ld == 0 {
+        return Ok(Vec::new());
+    }
+    let _t = scope("conv.fwd.moments");
+    Ok(block.chunks_exact(ld).map(Moments::of).collect())
 }
 
 /// `dx` (in the plan's format): the gradient of `conv(x, w)` for `x`, given `gy`.
